@@ -1,0 +1,1 @@
+"""PyTorch helpers used by the networks and the trainer (knows no model)."""
