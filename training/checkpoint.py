@@ -1,0 +1,180 @@
+"""Snapshots and resume state, written atomically.
+
+A snapshot `network-snapshot-{kimg:06d}.pkl` is NVIDIA's format: {training_set_kwargs, G, D, G_ema,
+augment_pipe} with the modules in eval mode, without gradients, on the CPU. Everything else that an
+exact resume needs (optimiser states, counters, RNG states, sampler position, ADA accumulators, plugin
+state) goes into the sidecar `training-state-{kimg:06d}.pt`, so that upstream tools keep reading the
+pickle and never see our extras.
+"""
+
+import copy
+import glob
+import os
+import pickle
+import re
+import tempfile
+
+import numpy as np
+import PIL.Image
+import torch
+
+SNAPSHOT_RE = re.compile(r"network-snapshot-(\d+)\.pkl$")
+UPSTREAM_DATASET_KEYS = ("class_name", "path", "resolution", "use_labels", "max_size", "xflip", "random_seed")
+
+
+def atomic_write(path, write_fn, mode="wb"):
+    """Call write_fn(file) on a temporary file beside path, then rename it over path.
+
+    An interrupted write (exception, Ctrl-C, kill) leaves the previous file intact and no partial file.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        try:
+            os.remove(tmp_path)
+        except OSError:
+            pass
+        raise
+
+
+def snapshot_kimg(path):
+    """kimg encoded in a snapshot's file name, or None."""
+    m = SNAPSHOT_RE.search(os.path.basename(str(path)))
+    return int(m.group(1)) if m else None
+
+
+def state_path_for(snapshot_path):
+    kimg = snapshot_kimg(snapshot_path)
+    if kimg is None:
+        return None
+    return os.path.join(os.path.dirname(os.path.abspath(snapshot_path)), f"training-state-{kimg:06d}.pt")
+
+
+def latest_snapshot(run_dir):
+    """Path of the snapshot with the highest kimg in run_dir, or None."""
+    snaps = [p for p in glob.glob(os.path.join(run_dir, "network-snapshot-*.pkl")) if snapshot_kimg(p) is not None]
+    return max(snaps, key=snapshot_kimg) if snaps else None
+
+
+def resolve_resume(resume):
+    """(snapshot path or URL, sidecar state path or None) for --resume=<run dir | snapshot | URL>."""
+    path = os.path.expanduser(resume)
+    if os.path.isdir(path):
+        snap = latest_snapshot(path)
+        if snap is None:
+            raise FileNotFoundError(f"--resume={resume}: the directory holds no network-snapshot-*.pkl")
+        path = snap
+    elif "://" not in resume and not os.path.isfile(path):
+        raise FileNotFoundError(f"--resume={resume}: no such file or directory")
+    state = state_path_for(path) if "://" not in resume else None
+    if state is not None and not os.path.isfile(state):
+        state = None
+    return path, state
+
+
+def upstream_dataset_kwargs(training_set_kwargs):
+    """The part of the dataset kwargs that upstream's calc_metrics can pass to its ImageFolderDataset."""
+    return {k: v for k, v in dict(training_set_kwargs).items() if k in UPSTREAM_DATASET_KEYS}
+
+
+def save_snapshot(path, training_set_kwargs, modules, extras=None):
+    """Pickle {training_set_kwargs, G, D, G_ema, augment_pipe, **extras} atomically. Returns the path."""
+    data = dict(training_set_kwargs=upstream_dataset_kwargs(training_set_kwargs))
+    for name, module in modules.items():
+        if module is not None:
+            module = copy.deepcopy(module).eval().requires_grad_(False).cpu()
+        data[name] = module
+    for key, value in (extras or {}).items():
+        data[key] = value
+    atomic_write(path, lambda f: pickle.dump(data, f))
+    return path
+
+
+def save_state(path, state):
+    atomic_write(path, lambda f: torch.save(state, f))
+    return path
+
+
+def load_state(path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ValueError(f"Cannot read resume state {path!r}: {exc}. The file is corrupt or truncated; "
+                         f"resume from an earlier snapshot or delete it to resume weights only.") from exc
+
+
+# ----------------------------------------------------------------------------
+# Random number generator states (exact resume).
+
+
+def capture_rng_states(np_rng):
+    states = dict(torch=torch.get_rng_state(), numpy=np_rng.get_state())
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states, np_rng):
+    torch.set_rng_state(states["torch"])
+    np_rng.set_state(states["numpy"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+# ----------------------------------------------------------------------------
+# Image grids.
+
+
+def grid_shape(training_set):
+    """(columns, rows) of the sample grid: NVIDIA's screen-filling grid, smaller for small images."""
+    res = training_set.image_shape[2]
+    gw = int(np.clip(7680 // res, 7, 32))
+    gh = int(np.clip(4320 // training_set.image_shape[1], 4, 32))
+    if res <= 64:  # Keep small-image grids readable (and cheap on a CPU).
+        gw = min(gw, 16)
+        gh = min(gh, max(training_set.label_dim, 8) if training_set.has_labels else 8)
+    return gw, gh
+
+
+def setup_snapshot_image_grid(training_set, random_seed=0):
+    """Pick reals for the grid: random images, or for labelled data one row per class."""
+    rnd = np.random.RandomState(random_seed)
+    gw, gh = grid_shape(training_set)
+    all_indices = list(range(len(training_set)))
+    if not training_set.has_labels:
+        rnd.shuffle(all_indices)
+        grid_indices = [all_indices[i % len(all_indices)] for i in range(gw * gh)]
+    else:
+        label_groups = dict()
+        for idx in all_indices:
+            label = tuple(training_set.get_details(idx).raw_label.flat[::-1])
+            label_groups.setdefault(label, []).append(idx)
+        label_order = sorted(label_groups.keys())
+        for label in label_order:
+            rnd.shuffle(label_groups[label])
+        grid_indices = []
+        for y in range(gh):
+            indices = label_groups[label_order[y % len(label_order)]]
+            grid_indices += [indices[x % len(indices)] for x in range(gw)]
+    images, labels = zip(*[training_set[i] for i in grid_indices])
+    return (gw, gh), np.stack(images), np.stack(labels)
+
+
+def save_image_grid(img, path, drange, grid_size):
+    """Write a [N, C, H, W] float or uint8 batch as one PNG grid, atomically."""
+    lo, hi = drange
+    img = np.asarray(img, dtype=np.float32)
+    img = (img - lo) * (255 / (hi - lo))
+    img = np.rint(img).clip(0, 255).astype(np.uint8)
+    gw, gh = grid_size
+    _N, C, H, W = img.shape
+    img = img.reshape(gh, gw, C, H, W).transpose(0, 3, 1, 4, 2).reshape(gh * H, gw * W, C)
+    assert C in [1, 3]
+    pil = PIL.Image.fromarray(img[:, :, 0], "L") if C == 1 else PIL.Image.fromarray(img, "RGB")
+    atomic_write(path, lambda f: pil.save(f, format="PNG"))

@@ -1,0 +1,323 @@
+"""Turn train.py's options into the EasyDict config tree of the training loop (NVIDIA's presets and rules)."""
+
+import os
+
+import dnnlib
+from training import checkpoint
+
+
+class UserError(Exception):
+    """A problem with the command line or the inputs; the message names the option or file."""
+
+
+# cfg: ref_gpus, kimg, mb, mbstd, fmaps, lrate, gamma, ema, ramp, map (+ tiny's network size).
+CFG_SPECS = {
+    "auto": dict(ref_gpus=-1, kimg=25000, mb=-1, mbstd=-1, fmaps=-1, lrate=-1, gamma=-1, ema=-1, ramp=0.05, map=2),
+    "stylegan2": dict(ref_gpus=8, kimg=25000, mb=32, mbstd=4, fmaps=1, lrate=0.002, gamma=10, ema=10, ramp=None, map=8),
+    "paper256": dict(ref_gpus=8, kimg=25000, mb=64, mbstd=8, fmaps=0.5, lrate=0.0025, gamma=1, ema=20, ramp=None, map=8),
+    "paper512": dict(ref_gpus=8, kimg=25000, mb=64, mbstd=8, fmaps=1, lrate=0.0025, gamma=0.5, ema=20, ramp=None, map=8),
+    "paper1024": dict(ref_gpus=8, kimg=25000, mb=32, mbstd=4, fmaps=1, lrate=0.002, gamma=2, ema=10, ramp=None, map=8),
+    "cifar": dict(ref_gpus=2, kimg=100000, mb=64, mbstd=32, fmaps=1, lrate=0.0025, gamma=0.01, ema=500, ramp=0.05, map=2),
+    # Small networks for 16-32 px data that train on a laptop CPU in minutes.
+    "tiny": dict(ref_gpus=1, kimg=200, mb=32, mbstd=4, fmaps=-1, lrate=0.0025, gamma=0.05, ema=2, ramp=0.05, map=2,
+                 z_dim=64, w_dim=64, channel_base=2048, channel_max=64, tick=1),
+}
+
+RESUME_SPECS = {
+    "ffhq256": "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/transfer-learning-source-nets/ffhq-res256-mirror-paper256-noaug.pkl",
+    "ffhq512": "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/transfer-learning-source-nets/ffhq-res512-mirror-stylegan2-noaug.pkl",
+    "ffhq1024": "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/transfer-learning-source-nets/ffhq-res1024-mirror-stylegan2-noaug.pkl",
+    "celebahq256": "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/transfer-learning-source-nets/celebahq-res256-mirror-paper256-kimg100000-ada-target0.5.pkl",
+    "lsundog256": "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/transfer-learning-source-nets/lsundog-res256-paper256-kimg100000-noaug.pkl",
+}
+
+
+def _default(opts, key, value):
+    v = opts.get(key)
+    return value if v is None else v
+
+
+def open_training_set(opts):
+    """The dataset kwargs and the opened dataset, or UserError naming --data / --subset."""
+    from training.dataset import DatasetError
+
+    data = os.path.expanduser(opts.data)
+    if not os.path.exists(data):
+        raise UserError(f"--data={opts.data}: no such file or directory")
+    kwargs = dnnlib.EasyDict(class_name="training.dataset.ImageFolderDataset", path=data, use_labels=True,
+                             max_size=None, xflip=False)
+    subset = opts.get("subset")
+    if subset is not None:
+        if str(subset).isdigit():
+            kwargs.max_size = int(subset)
+        elif os.path.isfile(os.path.expanduser(subset)):
+            kwargs.label_file = os.path.expanduser(subset)
+        else:
+            raise UserError(f"--subset={subset}: expected an image count or a label-subset JSON file that exists")
+    try:
+        training_set = dnnlib.util.construct_class_by_name(**kwargs)
+    except (DatasetError, OSError, ValueError) as exc:
+        raise UserError(f"--data={opts.data}: {exc}") from None
+    return kwargs, training_set
+
+
+def build_dataset_kwargs(opts):
+    kwargs, training_set = open_training_set(opts)
+    kwargs.resolution = training_set.resolution
+    kwargs.use_labels = training_set.has_labels
+    kwargs.max_size = len(training_set)  # Be explicit about dataset size.
+    desc = training_set.name
+    cond = bool(_default(opts, "cond", False))
+    if cond:
+        if not training_set.has_labels:
+            raise UserError(f"--cond=1 requires labels: {opts.data} has no dataset.json labels. "
+                            "Use --cond=0, or rebuild the dataset with dataset_tool.py from class sub-folders.")
+        desc += "-cond"
+    else:
+        if training_set.has_labels:
+            print(f"Note: {opts.data} has labels, which are not used; pass --cond=1 for a conditional model.")
+        kwargs.use_labels = False
+    if opts.get("subset") is not None:
+        desc += f"-subset{len(training_set)}" if "label_file" not in kwargs else "-" + os.path.splitext(os.path.basename(kwargs.label_file))[0]
+    if _default(opts, "mirror", False):
+        desc += "-mirror"
+        kwargs.xflip = True
+    kwargs.random_seed = _default(opts, "seed", 0)
+    return kwargs, training_set, desc
+
+
+def apply_cfg(c, opts, training_set, gpus):
+    cfg = _default(opts, "cfg", "auto")
+    spec = dnnlib.EasyDict(CFG_SPECS[cfg])
+    res = training_set.resolution
+    if cfg == "auto":
+        spec.ref_gpus = gpus
+        spec.mb = max(min(gpus * min(4096 // res, 32), 64), gpus)
+        spec.mbstd = min(spec.mb // gpus, 4)
+        spec.fmaps = 1 if res >= 512 else 0.5
+        spec.lrate = 0.002 if res >= 1024 else 0.0025
+        spec.gamma = 0.0002 * (res ** 2) / spec.mb
+        spec.ema = spec.mb * 10 / 32
+    channel_base = spec.get("channel_base") or int(spec.fmaps * 32768)
+    channel_max = spec.get("channel_max") or 512
+    c.G_kwargs = dnnlib.EasyDict(class_name="training.networks.Generator", z_dim=spec.get("z_dim", 512),
+                                 w_dim=spec.get("w_dim", 512), mapping_kwargs=dnnlib.EasyDict(),
+                                 synthesis_kwargs=dnnlib.EasyDict())
+    c.D_kwargs = dnnlib.EasyDict(class_name="training.networks.Discriminator", block_kwargs=dnnlib.EasyDict(),
+                                 mapping_kwargs=dnnlib.EasyDict(), epilogue_kwargs=dnnlib.EasyDict())
+    c.G_kwargs.synthesis_kwargs.channel_base = c.D_kwargs.channel_base = channel_base
+    c.G_kwargs.synthesis_kwargs.channel_max = c.D_kwargs.channel_max = channel_max
+    c.G_kwargs.mapping_kwargs.num_layers = spec.map
+    c.G_kwargs.synthesis_kwargs.num_fp16_res = c.D_kwargs.num_fp16_res = 4  # Enable mixed-precision training.
+    c.G_kwargs.synthesis_kwargs.conv_clamp = c.D_kwargs.conv_clamp = 256  # Clamp activations to avoid float16 overflow.
+    c.D_kwargs.epilogue_kwargs.mbstd_group_size = spec.mbstd
+    c.G_opt_kwargs = dnnlib.EasyDict(class_name="torch.optim.Adam", lr=spec.lrate, betas=[0, 0.99], eps=1e-8)
+    c.D_opt_kwargs = dnnlib.EasyDict(class_name="torch.optim.Adam", lr=spec.lrate, betas=[0, 0.99], eps=1e-8)
+    c.loss_kwargs = dnnlib.EasyDict(class_name="training.loss.StyleGAN2Loss", r1_gamma=spec.gamma)
+    c.total_kimg = spec.kimg
+    c.batch_size = spec.mb
+    c.batch_gpu = spec.mb // spec.ref_gpus
+    c.ema_kimg = spec.ema
+    c.ema_rampup = spec.ramp
+    c.kimg_per_tick = spec.get("tick", 4)
+    if cfg == "cifar":
+        c.loss_kwargs.pl_weight = 0  # disable path length regularization
+        c.loss_kwargs.style_mixing_prob = 0  # disable style mixing
+        c.D_kwargs.architecture = "orig"  # disable residual skip connections
+    return cfg, spec
+
+
+def apply_overrides(c, opts, gpus):
+    desc = ""
+    gamma = opts.get("gamma")
+    if gamma is not None:
+        if gamma < 0:
+            raise UserError("--gamma must be non-negative")
+        desc += f"-gamma{gamma:g}"
+        c.loss_kwargs.r1_gamma = gamma
+    kimg = opts.get("kimg")
+    if kimg is not None:
+        if kimg < 1:
+            raise UserError("--kimg must be at least 1")
+        desc += f"-kimg{kimg:d}"
+        c.total_kimg = kimg
+    batch = opts.get("batch")
+    if batch is not None:
+        if not (batch >= 1 and batch % gpus == 0):
+            raise UserError(f"--batch={batch} must be at least 1 and divisible by --gpus={gpus}")
+        desc += f"-batch{batch}"
+        c.batch_size = batch
+        c.batch_gpu = batch // gpus
+    batch_gpu = opts.get("batch_gpu")
+    if batch_gpu is not None:
+        c.batch_gpu = batch_gpu
+    if c.batch_size % (c.batch_gpu * gpus) != 0:
+        raise UserError(f"--batch={c.batch_size} must be divisible by --gpus x --batch-gpu = {gpus} x {c.batch_gpu}")
+    mbstd = c.D_kwargs.epilogue_kwargs.mbstd_group_size
+    if mbstd is not None and c.batch_gpu % min(mbstd, c.batch_gpu) != 0:
+        raise UserError(f"the per-GPU batch ({c.batch_gpu}) must be divisible by the minibatch-stddev group size "
+                        f"({mbstd}); change --batch or --batch-gpu")
+    tick = opts.get("tick")
+    if tick is not None:
+        if tick <= 0:
+            raise UserError("--tick must be positive")
+        c.kimg_per_tick = tick
+    return desc
+
+
+def apply_augment(c, opts):
+    from training.augment import augpipe_specs
+
+    aug = _default(opts, "aug", "ada")
+    desc = f"-{aug}"
+    c.augment_p = 0
+    c.ada_target = None
+    if aug == "ada":
+        c.ada_target = 0.6
+    elif aug == "fixed":
+        if opts.get("p") is None:
+            raise UserError("--aug=fixed requires specifying --p")
+    p = opts.get("p")
+    if p is not None:
+        if aug != "fixed":
+            raise UserError("--p can only be specified with --aug=fixed")
+        if not 0 <= p <= 1:
+            raise UserError("--p must be between 0 and 1")
+        desc += f"-p{p:g}"
+        c.augment_p = p
+    target = opts.get("target")
+    if target is not None:
+        if aug != "ada":
+            raise UserError("--target can only be specified with --aug=ada")
+        if not 0 <= target <= 1:
+            raise UserError("--target must be between 0 and 1")
+        desc += f"-target{target:g}"
+        c.ada_target = target
+    augpipe = opts.get("augpipe")
+    if augpipe is not None and aug == "noaug":
+        raise UserError("--augpipe cannot be specified with --aug=noaug")
+    augpipe = augpipe or "bgc"
+    if opts.get("augpipe") is not None:
+        desc += f"-{augpipe}"
+    c.augment_kwargs = None
+    if aug != "noaug":
+        c.augment_kwargs = dnnlib.EasyDict(class_name="training.augment.AugmentPipe", **augpipe_specs[augpipe])
+    return desc
+
+
+def apply_resume(c, opts):
+    resume = opts.get("resume") or "noresume"
+    if resume == "noresume":
+        return ""
+    if resume in RESUME_SPECS:
+        c.resume_pkl = RESUME_SPECS[resume]
+        desc = f"-resume{resume}"
+    elif "://" in resume:
+        c.resume_pkl = resume
+        desc = "-resumecustom"
+    else:
+        try:
+            c.resume_pkl, c.resume_state = checkpoint.resolve_resume(resume)
+        except FileNotFoundError as exc:
+            raise UserError(str(exc)) from None
+        check_resume_file(c.resume_pkl)
+        desc = "-resumecustom"
+    if c.get("resume_state") is None:
+        c.ada_kimg = 100  # Make ADA react faster at the beginning (weights-only resume, as upstream).
+        c.ema_rampup = None  # Disable EMA rampup.
+    return desc
+
+
+def check_resume_file(path):
+    """Fail before training when the resume pickle is unreadable."""
+    import legacy
+
+    try:
+        with open(path, "rb") as f:
+            data = legacy.load_network_pkl(f)
+    except legacy.NetworkPickleError as exc:
+        raise UserError(f"--resume: {exc}") from None
+    missing = [k for k in ("G", "D", "G_ema") if data.get(k) is None]
+    if missing:
+        raise UserError(f"--resume={path}: the pickle lacks {', '.join(missing)}; training needs G, D and G_ema")
+
+
+def apply_performance(c, opts):
+    if _default(opts, "fp32", False):
+        c.G_kwargs.synthesis_kwargs.num_fp16_res = c.D_kwargs.num_fp16_res = 0
+        c.G_kwargs.synthesis_kwargs.conv_clamp = c.D_kwargs.conv_clamp = None
+    if _default(opts, "nhwc", False):
+        c.G_kwargs.synthesis_kwargs.fp16_channels_last = c.D_kwargs.block_kwargs.fp16_channels_last = True
+    if _default(opts, "nobench", False):
+        c.cudnn_benchmark = False
+    if _default(opts, "allow_tf32", False):
+        c.allow_tf32 = True
+    workers = opts.get("workers")
+    if workers is not None:
+        if workers < 0:
+            raise UserError("--workers must be non-negative")
+        c.data_loader_kwargs.num_workers = workers
+
+
+def validate_metrics(opts):
+    metrics = opts.get("metrics")
+    if metrics is None:
+        metrics = "fid50k_full"
+    if metrics.lower() == "none":
+        return []
+    names = [m.strip() for m in metrics.split(",") if m.strip()]
+    from metrics import metric_main
+
+    for name in names:
+        if not metric_main.is_valid_metric(name):
+            raise UserError(f"--metrics: unknown metric {name!r}; valid metrics: {', '.join(metric_main.list_valid_metrics())}")
+    return names
+
+
+def build_config(opts, host):
+    """(config EasyDict for training_loop, run description)."""
+    c = dnnlib.EasyDict()
+    gpus = _default(opts, "gpus", 1)
+    if gpus < 1:
+        raise UserError("--gpus must be at least 1")
+    c.num_gpus = gpus
+    c.network_snapshot_ticks = c.image_snapshot_ticks = _default(opts, "snap", 50)
+    if c.network_snapshot_ticks < 1:
+        raise UserError("--snap must be at least 1")
+    c.random_seed = _default(opts, "seed", 0)
+    c.device = _default(opts, "device", "auto")
+    c.metrics = validate_metrics(opts)
+    c.data_loader_kwargs = dnnlib.EasyDict(pin_memory=True, num_workers=3, prefetch_factor=2)
+
+    c.training_set_kwargs, training_set, desc = build_dataset_kwargs(opts)
+    cfg, _spec = apply_cfg(c, opts, training_set, gpus)
+    desc += f"-{cfg}"
+    desc += apply_overrides(c, opts, gpus)
+    desc += apply_augment(c, opts)
+    desc += apply_resume(c, opts)
+    if _default(opts, "freezed", 0):
+        c.D_kwargs.block_kwargs.freeze_layers = opts.freezed
+        desc += f"-freezed{opts.freezed:d}"
+    apply_performance(c, opts)
+    c.fake_labels = _default(opts, "fake_labels", "dataset")
+    c.loggers = dnnlib.EasyDict(tensorboard=_default(opts, "tensorboard", "auto"), wandb=bool(opts.get("wandb")),
+                                wandb_project=opts.get("wandb_project"), wandb_name=opts.get("wandb_name"),
+                                wandb_mode=opts.get("wandb_mode"))
+    if c.loggers.wandb:
+        from training.run_logging import check_wandb_available
+
+        try:
+            check_wandb_available()
+        except RuntimeError as exc:
+            raise UserError(str(exc)) from None
+
+    if host.plugins:
+        desc += "-" + "-".join(host.plugins)
+    host.configure(config=c, dataset_kwargs=c.training_set_kwargs)
+    c.plugins = host.options_record()
+    training_set.close()
+    return c, desc
+
+
+def run_description(c):
+    return os.path.basename(c.run_dir)

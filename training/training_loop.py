@@ -1,0 +1,508 @@
+"""The StyleGAN2-ADA training loop, as named steps.
+
+`training_loop(**config)` builds a `Trainer` and runs it. Each step of one iteration is a method:
+fetch_data -> run_phases -> update_ema -> update_ada, and at tick boundaries
+report_tick -> save_images -> save_network -> run_metrics -> write_stats. Plugins take part only through
+`self.host` (plugins.host.PluginHost); this file names no method.
+"""
+
+import copy
+import json
+import os
+import time
+
+import numpy as np
+import psutil
+import torch
+
+import dnnlib
+from torch_utils import misc, training_stats
+from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
+from training import checkpoint
+from training.run_logging import RunLoggers
+
+
+def _default_host():
+    from plugins.host import PluginHost  # Imported lazily: a loop without plugins needs no pluggy at import time.
+
+    return PluginHost.create([])
+
+
+class Trainer:
+    def __init__(self,
+        run_dir=".",                # Output directory.
+        training_set_kwargs={},     # Options for the training set.
+        data_loader_kwargs={},      # Options for torch.utils.data.DataLoader.
+        G_kwargs={},                # Options for the generator network.
+        D_kwargs={},                # Options for the discriminator network.
+        G_opt_kwargs={},            # Options for the generator optimiser.
+        D_opt_kwargs={},            # Options for the discriminator optimiser.
+        augment_kwargs=None,        # Options for the augmentation pipeline, None = disable.
+        loss_kwargs={},             # Options for the loss function.
+        metrics=[],                 # Metrics to evaluate at network snapshots.
+        random_seed=0,              # Global random seed.
+        num_gpus=1,                 # Number of processes taking part.
+        rank=0,                     # Rank of this process in [0, num_gpus).
+        batch_size=4,               # Total batch size for one training iteration.
+        batch_gpu=4,                # Number of samples processed at a time by one process.
+        ema_kimg=10,                # Half-life of the exponential moving average (EMA) of generator weights.
+        ema_rampup=None,            # EMA ramp-up coefficient.
+        G_reg_interval=4,           # How often to perform regularisation for G? None = disable lazy regularisation.
+        D_reg_interval=16,          # How often to perform regularisation for D? None = disable lazy regularisation.
+        augment_p=0,                # Initial value of augmentation probability.
+        ada_target=None,            # ADA target value. None = fixed p.
+        ada_interval=4,             # How often to perform ADA adjustment?
+        ada_kimg=500,               # ADA adjustment speed: kimg needed for p to go from 0 to 1.
+        fake_labels="dataset",      # Labels of generated images: 'dataset' (class frequencies) or 'uniform'.
+        total_kimg=25000,           # Total length of the training, measured in thousands of real images.
+        kimg_per_tick=4,            # Progress snapshot interval.
+        image_snapshot_ticks=50,    # How often to save image snapshots? None = disable.
+        network_snapshot_ticks=50,  # How often to save network snapshots? None = disable.
+        resume_pkl=None,            # Network pickle (or URL) to resume from.
+        resume_state=None,          # Sidecar training state for an exact resume, None = weights only.
+        cudnn_benchmark=True,       # Enable torch.backends.cudnn.benchmark?
+        allow_tf32=False,           # Enable torch.backends.cuda.matmul.allow_tf32 and cudnn.allow_tf32?
+        device="auto",              # 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'.
+        loggers={},                 # Options for RunLoggers (tensorboard, wandb).
+        host=None,                  # plugins.host.PluginHost (None = no plugins).
+        abort_fn=None,              # Callback that determines whether to abort training.
+        progress_fn=None,           # Callback function for updating training progress.
+        max_iterations=None,        # Stop after this many iterations of this process (tests, benchmarks).
+    ):
+        self.c = dnnlib.EasyDict(locals())
+        del self.c["self"]
+        self.host = host if host is not None else _default_host()
+        self.rank = rank
+        self.num_gpus = num_gpus
+        self.run_dir = run_dir
+        self.batch_size = batch_size
+        self.batch_gpu = batch_gpu
+        self.start_time = time.time()
+
+        self.setup_environment()
+        self.load_dataset()
+        self.build_networks()
+        self.setup_augment()
+        self.setup_phases()
+        self.setup_counters()
+        if resume_pkl is not None:
+            self.resume(resume_pkl, resume_state)
+        self.setup_data_iterator()
+        self.host.on_train_start(trainer=self)
+        self.setup_snapshot_grid()
+        self.loggers = RunLoggers(run_dir, rank=rank, options=dict(loggers)) if rank == 0 else None
+
+    # ------------------------------------------------------------------ setup steps
+
+    def setup_environment(self):
+        c = self.c
+        if c.device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        else:
+            device = c.device
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            if self.device.index is None:
+                self.device = torch.device("cuda", self.rank)
+            torch.cuda.set_device(self.device)
+            torch.backends.cudnn.benchmark = c.cudnn_benchmark
+            torch.backends.cuda.matmul.allow_tf32 = c.allow_tf32
+            torch.backends.cudnn.allow_tf32 = c.allow_tf32
+            conv2d_gradfix.enabled = True  # Improves training speed on GPUs.
+            grid_sample_gradfix.enabled = True  # Avoids errors with the augmentation pipe.
+        self.np_rng = np.random.RandomState(c.random_seed * self.num_gpus + self.rank)
+        torch.manual_seed(c.random_seed * self.num_gpus + self.rank)
+        self.log(f"Training on {self.device} ({self.num_gpus} process{'es' if self.num_gpus > 1 else ''})")
+
+    def load_dataset(self):
+        self.log("Loading training set...")
+        self.training_set = dnnlib.util.construct_class_by_name(**self.c.training_set_kwargs)
+        ts = self.training_set
+        self.log(f"Num images:  {len(ts)}")
+        self.log(f"Image shape: {ts.image_shape}")
+        self.log(f"Label shape: {ts.label_shape}")
+        self.class_counts = ts.class_counts() if ts.has_labels and ts.has_onehot_labels else None
+        self.host.dataset_ready(dataset=ts, class_counts=self.class_counts)
+
+    def build_networks(self):
+        c = self.c
+        self.log("Constructing networks...")
+        common = dict(c_dim=self.training_set.label_dim, img_resolution=self.training_set.resolution,
+                      img_channels=self.training_set.num_channels)
+        self.G = dnnlib.util.construct_class_by_name(**c.G_kwargs, **common).train().requires_grad_(False)
+        self.D = dnnlib.util.construct_class_by_name(**c.D_kwargs, **common).train().requires_grad_(False)
+        self.host.extend_networks(G=self.G, D=self.D, dataset=self.training_set)
+        self.G = self.G.to(self.device)
+        self.D = self.D.to(self.device)
+        self.G_ema = copy.deepcopy(self.G).eval()
+
+    def setup_augment(self):
+        from training.augment import AdaController
+
+        c = self.c
+        self.augment_pipe = None
+        self.ada = None
+        if c.augment_kwargs is not None and (c.augment_p > 0 or c.ada_target is not None):
+            self.augment_pipe = dnnlib.util.construct_class_by_name(**c.augment_kwargs).train().requires_grad_(False)
+            self.augment_pipe = self.augment_pipe.to(self.device)
+            self.augment_pipe.p.copy_(torch.as_tensor(c.augment_p))
+            if c.ada_target is not None:
+                self.ada = AdaController(self.augment_pipe, target=c.ada_target, ada_kimg=c.ada_kimg,
+                                         interval=c.ada_interval, batch_size=self.batch_size,
+                                         reduce_fn=_all_reduce_sum if self.num_gpus > 1 else None)
+
+    def setup_phases(self):
+        c = self.c
+        self.loss = dnnlib.util.construct_class_by_name(device=self.device, G=self.G, D=self.D,
+                                                        augment_pipe=self.augment_pipe, host=self.host, **c.loss_kwargs)
+        if self.ada is not None:
+            self.loss.on_real_signal = self.ada.accumulate
+        self.phases = []
+        for name, module, opt_kwargs, reg_interval in [("G", self.G, c.G_opt_kwargs, c.G_reg_interval),
+                                                       ("D", self.D, c.D_opt_kwargs, c.D_reg_interval)]:
+            params = [p for p in module.parameters()]
+            extra = self.host.extra_parameters(network=name, module=module)
+            if reg_interval is None:
+                opt = dnnlib.util.construct_class_by_name(params + extra, **opt_kwargs)
+                self.phases.append(dnnlib.EasyDict(name=name + "both", module=module, opt=opt, interval=1))
+            else:  # Lazy regularisation: scale lr and betas so the main phase behaves as if reg were every step.
+                mb_ratio = reg_interval / (reg_interval + 1)
+                opt_kwargs = dnnlib.EasyDict(opt_kwargs)
+                opt_kwargs.lr = opt_kwargs.lr * mb_ratio
+                opt_kwargs.betas = [beta ** mb_ratio for beta in opt_kwargs.betas]
+                opt = dnnlib.util.construct_class_by_name(params + extra, **opt_kwargs)
+                self.phases.append(dnnlib.EasyDict(name=name + "main", module=module, opt=opt, interval=1))
+                self.phases.append(dnnlib.EasyDict(name=name + "reg", module=module, opt=opt, interval=reg_interval))
+
+    def setup_counters(self):
+        self.cur_nimg = 0
+        self.cur_tick = 0
+        self.batch_idx = 0
+        self.samples_consumed = 0  # Real images drawn by this process (sampler position for exact resume).
+        self.tick_start_nimg = 0
+        self.tick_start_time = time.time()
+        self.maintenance_time = 0.0
+        self.stats_collector = training_stats.Collector(regex=".*")
+        self.stats_metrics = dict()
+
+    def setup_data_iterator(self):
+        sampler = misc.InfiniteSampler(dataset=self.training_set, rank=self.rank, num_replicas=self.num_gpus,
+                                       seed=self.c.random_seed, start_index=self.samples_consumed * self.num_gpus)
+        kwargs = dict(self.c.data_loader_kwargs)
+        if kwargs.get("num_workers", 0) == 0:
+            kwargs.pop("prefetch_factor", None)
+        if self.device.type != "cuda":
+            kwargs["pin_memory"] = False
+        loader = torch.utils.data.DataLoader(dataset=self.training_set, sampler=sampler,
+                                             batch_size=self.batch_size // self.num_gpus, **kwargs)
+        self.training_set_iterator = iter(loader)
+
+    def setup_snapshot_grid(self):
+        self.grid_size = self.grid_z = self.grid_c = None
+        if self.rank != 0:
+            return
+        with torch.random.fork_rng(devices=[]):
+            self.grid_size, images, labels = checkpoint.setup_snapshot_image_grid(self.training_set, self.c.random_seed)
+            checkpoint.save_image_grid(images, os.path.join(self.run_dir, "reals.png"), drange=[0, 255],
+                                       grid_size=self.grid_size)
+            gen = torch.Generator().manual_seed(self.c.random_seed)
+            self.grid_z = torch.randn([labels.shape[0], self.G.z_dim], generator=gen).to(self.device).split(self.batch_gpu)
+            self.grid_c = torch.from_numpy(labels).to(self.device).split(self.batch_gpu)
+            if self.c.resume_state is None:
+                self.save_images("fakes_init.png")
+
+    def resume(self, resume_pkl, resume_state):
+        import legacy
+
+        self.log(f'Resuming from "{resume_pkl}"')
+        with dnnlib.util.open_url(resume_pkl) as f:
+            resume_data = legacy.load_network_pkl(f)
+        state = checkpoint.load_state(resume_state) if resume_state is not None else None
+        self.host.check_resume(snapshot=resume_data, state=state)
+        for name, module in [("G", self.G), ("D", self.D), ("G_ema", self.G_ema)]:
+            if resume_data.get(name) is None:
+                raise ValueError(f"--resume={resume_pkl}: the pickle has no {name!r} network")
+            try:
+                misc.copy_params_and_buffers(resume_data[name], module, require_all=False)
+            except ValueError as exc:
+                raise ValueError(f"--resume={resume_pkl}: {name} does not match this configuration: {exc}. "
+                                 f"Use the --cfg and options of the run that wrote the pickle.") from None
+        if self.augment_pipe is not None and resume_data.get("augment_pipe") is not None:
+            self.augment_pipe.p.copy_(resume_data["augment_pipe"].p.to(self.device))
+        if resume_state is None:
+            kimg = checkpoint.snapshot_kimg(resume_pkl)
+            self.cur_nimg = self.tick_start_nimg = (kimg or 0) * 1000
+            self.log("Notice: no training state beside the pickle; resuming weights only "
+                     f"(optimisers and counters start fresh, kimg continues from {kimg or 0}).")
+            return
+        self.load_state_dict(state)
+        self.log(f"Restored training state from {resume_state} at kimg {self.cur_nimg / 1000:.1f}")
+
+    # ------------------------------------------------------------------ state for exact resume
+
+    def state_dict(self):
+        return dict(
+            version=1,
+            # Saved during tick cur_tick: the resumed run's first tick is the next one.
+            cur_nimg=self.cur_nimg, cur_tick=self.cur_tick + 1, batch_idx=self.batch_idx,
+            samples_consumed=self.samples_consumed,
+            optimizers={phase.name: phase.opt.state_dict() for phase in self.phases},
+            pl_mean=self.loss.pl_mean.detach().cpu(),
+            ada=self.ada.state_dict() if self.ada is not None else None,
+            augment_p=float(self.augment_pipe.p) if self.augment_pipe is not None else None,
+            rng=checkpoint.capture_rng_states(self.np_rng),
+            plugins=self.host.state_dict(),
+        )
+
+    def load_state_dict(self, state):
+        self.cur_nimg = int(state["cur_nimg"])
+        self.tick_start_nimg = self.cur_nimg
+        self.cur_tick = int(state["cur_tick"])
+        self.batch_idx = int(state["batch_idx"])
+        self.samples_consumed = int(state["samples_consumed"])
+        for phase in self.phases:
+            if phase.name in state["optimizers"]:
+                phase.opt.load_state_dict(state["optimizers"][phase.name])
+        self.loss.pl_mean.copy_(state["pl_mean"].to(self.device))
+        if self.ada is not None and state.get("ada") is not None:
+            self.ada.load_state_dict(state["ada"])
+        if self.augment_pipe is not None and state.get("augment_p") is not None:
+            self.augment_pipe.p.copy_(torch.as_tensor(state["augment_p"]))
+        checkpoint.restore_rng_states(state["rng"], self.np_rng)
+        self.host.load_state_dict(state.get("plugins", {}))
+
+    # ------------------------------------------------------------------ one iteration
+
+    def sample_fake_labels(self, n):
+        labels = self.host.sample_fake_labels(n=n, rng=self.np_rng, dataset=self.training_set,
+                                              class_counts=self.class_counts)
+        if labels is not None:
+            return torch.as_tensor(np.asarray(labels, dtype=np.float32))
+        ts = self.training_set
+        if self.c.fake_labels == "uniform" and ts.label_dim > 0 and ts.has_onehot_labels:
+            present = np.flatnonzero(self.class_counts > 0)
+            onehot = np.zeros([n, ts.label_dim], dtype=np.float32)
+            onehot[np.arange(n), present[self.np_rng.randint(len(present), size=n)]] = 1
+            return torch.from_numpy(onehot)
+        return torch.from_numpy(np.stack([ts.get_label(self.np_rng.randint(len(ts))) for _ in range(n)]))
+
+    def fetch_data(self):
+        with torch.autograd.profiler.record_function("data_fetch"):
+            real_img, real_c = next(self.training_set_iterator)
+            self.samples_consumed += real_img.shape[0]
+            real_img = real_img.to(self.device).to(torch.float32) / 127.5 - 1
+            real_c = real_c.to(self.device)
+            real_c = self.host.real_labels(images=real_img, labels=real_c, cur_nimg=self.cur_nimg)
+            n = len(self.phases) * self.batch_size
+            all_gen_z = torch.randn([n, self.G.z_dim], device=self.device)
+            all_gen_c = self.sample_fake_labels(n).to(self.device)
+        return dnnlib.EasyDict(
+            real_img=real_img.split(self.batch_gpu), real_c=real_c.split(self.batch_gpu),
+            gen_z=[z.split(self.batch_gpu) for z in all_gen_z.split(self.batch_size)],
+            gen_c=[c.split(self.batch_gpu) for c in all_gen_c.split(self.batch_size)],
+        )
+
+    def run_phases(self, data):
+        self.loss.cur_nimg = self.cur_nimg
+        for phase, phase_gen_z, phase_gen_c in zip(self.phases, data.gen_z, data.gen_c):
+            if self.batch_idx % phase.interval != 0:
+                continue
+            phase.opt.zero_grad(set_to_none=True)
+            phase.module.requires_grad_(True)
+            for real_img, real_c, gen_z, gen_c in zip(data.real_img, data.real_c, phase_gen_z, phase_gen_c):
+                self.loss.accumulate_gradients(phase=phase.name, real_img=real_img, real_c=real_c,
+                                               gen_z=gen_z, gen_c=gen_c, gain=phase.interval)
+            phase.module.requires_grad_(False)
+            with torch.autograd.profiler.record_function(phase.name + "_opt"):
+                self.step_optimizer(phase)
+
+    def step_optimizer(self, phase):
+        params = [p for group in phase.opt.param_groups for p in group["params"] if p.grad is not None]
+        if len(params) > 0:
+            flat = torch.cat([p.grad.flatten() for p in params])
+            if self.num_gpus > 1:
+                torch.distributed.all_reduce(flat)
+                flat /= self.num_gpus
+            misc.nan_to_num(flat, nan=0, posinf=1e5, neginf=-1e5, out=flat)
+            for p, g in zip(params, flat.split([p.numel() for p in params])):
+                p.grad.copy_(g.reshape(p.shape))
+        phase.opt.step()
+
+    def update_ema(self):
+        with torch.autograd.profiler.record_function("Gema"):
+            ema_nimg = self.c.ema_kimg * 1000
+            if self.c.ema_rampup is not None:
+                ema_nimg = min(ema_nimg, self.cur_nimg * self.c.ema_rampup)
+            ema_beta = 0.5 ** (self.batch_size / max(ema_nimg, 1e-8))
+            for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+                p_ema.copy_(p.lerp(p_ema, ema_beta))
+            for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+                b_ema.copy_(b)
+
+    def update_ada(self):
+        if self.ada is not None and self.batch_idx % self.c.ada_interval == 0:
+            r = self.ada.update()
+            if r is not None:
+                training_stats.report("Progress/ada_r", r)
+
+    def train_step(self):
+        self.host.on_step(cur_nimg=self.cur_nimg, trainer=self)
+        data = self.fetch_data()
+        self.run_phases(data)
+        self.update_ema()
+        self.cur_nimg += self.batch_size
+        self.batch_idx += 1
+        self.update_ada()
+
+    # ------------------------------------------------------------------ tick steps
+
+    def report_tick(self, done):
+        tick_end_time = time.time()
+        kimg = self.cur_nimg / 1e3
+        sec_per_tick = tick_end_time - self.tick_start_time
+        sec_per_kimg = sec_per_tick / max(self.cur_nimg - self.tick_start_nimg, 1) * 1e3
+        remaining_kimg = max(self.c.total_kimg - kimg, 0)
+        fields = [
+            f"tick {training_stats.report0('Progress/tick', self.cur_tick):<5d}",
+            f"kimg {training_stats.report0('Progress/kimg', kimg):<8.1f}",
+            f"time {dnnlib.util.format_time(training_stats.report0('Timing/total_sec', tick_end_time - self.start_time)):<12s}",
+            f"sec/tick {training_stats.report0('Timing/sec_per_tick', sec_per_tick):<7.1f}",
+            f"sec/kimg {training_stats.report0('Timing/sec_per_kimg', sec_per_kimg):<7.2f}",
+            f"maintenance {training_stats.report0('Timing/maintenance_sec', self.maintenance_time):<6.1f}",
+            f"cpumem {training_stats.report0('Resources/cpu_mem_gb', psutil.Process(os.getpid()).memory_info().rss / 2**30):<6.2f}",
+        ]
+        if self.device.type == "cuda":
+            fields.append(f"gpumem {training_stats.report0('Resources/peak_gpu_mem_gb', torch.cuda.max_memory_allocated(self.device) / 2**30):<6.2f}")
+            torch.cuda.reset_peak_memory_stats()
+        p = float(self.augment_pipe.p) if self.augment_pipe is not None else 0
+        fields.append(f"augment {training_stats.report0('Progress/augment', p):.3f}")
+        if self.ada is not None and self.ada.last_r is not None:
+            fields.append(f"ada_r {self.ada.last_r:.3f}")
+        if not done:
+            fields.append(f"eta {dnnlib.util.format_time(remaining_kimg * sec_per_kimg)}")
+        training_stats.report0("Timing/total_hours", (tick_end_time - self.start_time) / (60 * 60))
+        training_stats.report0("Timing/total_days", (tick_end_time - self.start_time) / (24 * 60 * 60))
+        self.log(" ".join(fields))
+        if p > 0.8 and self.cur_tick % 10 == 0:
+            self.log(f"Warning: augmentation probability p={p:.2f} is high: D overfits strongly; "
+                     "consider more data, --mirror=1 or a smaller network.")
+        return tick_end_time
+
+    def save_images(self, name):
+        images = []
+        with torch.no_grad():
+            for z, c in zip(self.grid_z, self.grid_c):
+                images.append(self.G_ema(z=z, c=c, noise_mode="const").cpu())
+        images = torch.cat(images).numpy()
+        checkpoint.save_image_grid(images, os.path.join(self.run_dir, name), drange=[-1, 1], grid_size=self.grid_size)
+        for extra_name, extra_images in self.host.snapshot_images(G_ema=self.G_ema, grid_z=self.grid_z,
+                                                                   grid_c=self.grid_c).items():
+            checkpoint.save_image_grid(extra_images, os.path.join(self.run_dir, f"{extra_name}{name[5:]}"),
+                                       drange=[-1, 1], grid_size=self.grid_size)
+
+    def save_network(self):
+        kimg = self.cur_nimg // 1000
+        path = os.path.join(self.run_dir, f"network-snapshot-{kimg:06d}.pkl")
+        modules = dict(G=self.G, D=self.D, G_ema=self.G_ema, augment_pipe=self.augment_pipe)
+        if self.rank == 0:
+            # The state goes first: a snapshot pickle on disk always has its state beside it.
+            checkpoint.save_state(checkpoint.state_path_for(path), self.state_dict())
+            checkpoint.save_snapshot(path, self.c.training_set_kwargs, modules)
+        return path
+
+    def run_metrics(self, snapshot_pkl):
+        if len(self.c.metrics) == 0:
+            return
+        from metrics import metric_main
+
+        self.log("Evaluating metrics...")
+        for metric in self.c.metrics:
+            try:
+                result_dict = metric_main.calc_metric(metric=metric, G=self.G_ema, dataset_kwargs=self.c.training_set_kwargs,
+                                                      num_gpus=self.num_gpus, rank=self.rank, device=self.device)
+            except (OSError, RuntimeError, ValueError) as exc:
+                self.log(f"Warning: metric {metric} skipped: {exc}")
+                continue
+            if self.rank == 0:
+                metric_main.report_metric(result_dict, run_dir=self.run_dir, snapshot_pkl=snapshot_pkl)
+            self.stats_metrics.update(result_dict.results)
+
+    def write_stats(self, timestamp):
+        self.stats_collector.update()
+        stats_dict = self.stats_collector.as_dict()
+        self.host.log_scalars(stats=stats_dict, cur_nimg=self.cur_nimg)
+        if self.loggers is not None:
+            self.loggers.write(stats_dict, self.stats_metrics, timestamp=timestamp, cur_nimg=self.cur_nimg)
+        self.stats_metrics = dict()
+
+    def end_tick(self, done):
+        tick_end_time = self.report_tick(done)
+        maintenance_start = time.time()
+        if self.c.abort_fn is not None and self.c.abort_fn():
+            done = True
+            self.log("Aborting...")
+        snap = self.cur_tick % (self.c.network_snapshot_ticks or 1) == 0 or done
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            if self.rank == 0 and self.c.image_snapshot_ticks is not None and (done or self.cur_tick % self.c.image_snapshot_ticks == 0):
+                self.save_images(f"fakes{self.cur_nimg // 1000:06d}.png")
+            if self.c.network_snapshot_ticks is not None and snap:
+                snapshot_pkl = self.save_network()
+                self.run_metrics(snapshot_pkl)
+        self.write_stats(timestamp=time.time())
+        if self.c.progress_fn is not None:
+            self.c.progress_fn(self.cur_nimg // 1000, self.c.total_kimg)
+        self.cur_tick += 1
+        self.tick_start_nimg = self.cur_nimg
+        self.tick_start_time = time.time()
+        self.maintenance_time = self.tick_start_time - maintenance_start
+        del tick_end_time
+        return done
+
+    # ------------------------------------------------------------------ main loop
+
+    def run(self):
+        total_nimg = self.c.total_kimg * 1000
+        if self.cur_nimg >= total_nimg:
+            raise ValueError(f"--kimg={self.c.total_kimg}, but the resumed run is already at "
+                             f"{self.cur_nimg / 1000:g} kimg; pass a larger --kimg to continue it")
+        self.log(f"Training for {self.c.total_kimg} kimg...")
+        iterations = 0
+        while True:
+            self.train_step()
+            iterations += 1
+            done = self.cur_nimg >= total_nimg
+            if self.c.max_iterations is not None and iterations >= self.c.max_iterations:
+                done = True
+            tick_due = self.cur_nimg >= self.tick_start_nimg + self.c.kimg_per_tick * 1000
+            # Tick 0 ends after the first iteration (as upstream), later ticks every kimg_per_tick.
+            if not done and self.cur_tick != 0 and not tick_due:
+                continue
+            done = self.end_tick(done)
+            if done:
+                break
+        if self.loggers is not None:
+            self.loggers.close()
+        self.host.on_train_end(trainer=self)
+        self.log("Exiting...")
+
+    def log(self, message):
+        if self.rank == 0:
+            print(message, flush=True)
+
+
+def _all_reduce_sum(tensor):
+    tensor = tensor.clone()
+    torch.distributed.all_reduce(tensor)
+    return tensor
+
+
+def training_loop(**kwargs):
+    trainer = Trainer(**kwargs)
+    trainer.run()
+    return trainer
+
+
+def write_training_options(run_dir, options):
+    """training_options.json, written atomically."""
+    text = json.dumps(options, indent=2)
+    checkpoint.atomic_write(os.path.join(run_dir, "training_options.json"), lambda f: f.write(text), mode="w")
