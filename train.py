@@ -89,7 +89,7 @@ CORE_OPTIONS = [
     click.Option(["--cfg"], help="Base config [default: auto]",
                  type=click.Choice(["auto", "stylegan2", "paper256", "paper512", "paper1024", "cifar", "tiny"])),
     click.Option(["--gamma"], help="Override R1 gamma", type=float),
-    click.Option(["--kimg"], help="Override training duration", type=int, metavar="INT"),
+    click.Option(["--kimg"], help="Override training duration (total kimg of the run, also when resuming)", type=float, metavar="KIMG"),
     click.Option(["--batch"], help="Override batch size", type=int, metavar="INT"),
     click.Option(["--batch-gpu"], help="Samples per GPU per step (gradient accumulation) [default: batch/gpus]", type=int, metavar="INT"),
     click.Option(["--fake-labels"], help="Labels of generated images [default: dataset]", type=click.Choice(["dataset", "uniform"])),

@@ -44,8 +44,8 @@ def open_training_set(opts):
     data = os.path.expanduser(opts.data)
     if not os.path.exists(data):
         raise UserError(f"--data={opts.data}: no such file or directory")
-    kwargs = dnnlib.EasyDict(class_name="training.dataset.ImageFolderDataset", path=data, use_labels=True,
-                             max_size=None, xflip=False)
+    kwargs = dnnlib.EasyDict(class_name="training.dataset.ImageFolderDataset", path=data,
+                             use_labels=bool(opts.get("cond")), max_size=None, xflip=False)
     subset = opts.get("subset")
     if subset is not None:
         if str(subset).isdigit():
@@ -69,14 +69,7 @@ def build_dataset_kwargs(opts):
     desc = training_set.name
     cond = bool(_default(opts, "cond", False))
     if cond:
-        if not training_set.has_labels:
-            raise UserError(f"--cond=1 requires labels: {opts.data} has no dataset.json labels. "
-                            "Use --cond=0, or rebuild the dataset with dataset_tool.py from class sub-folders.")
         desc += "-cond"
-    else:
-        if training_set.has_labels:
-            print(f"Note: {opts.data} has labels, which are not used; pass --cond=1 for a conditional model.")
-        kwargs.use_labels = False
     if opts.get("subset") is not None:
         desc += f"-subset{len(training_set)}" if "label_file" not in kwargs else "-" + os.path.splitext(os.path.basename(kwargs.label_file))[0]
     if _default(opts, "mirror", False):
@@ -137,9 +130,9 @@ def apply_overrides(c, opts, gpus):
         c.loss_kwargs.r1_gamma = gamma
     kimg = opts.get("kimg")
     if kimg is not None:
-        if kimg < 1:
-            raise UserError("--kimg must be at least 1")
-        desc += f"-kimg{kimg:d}"
+        if kimg <= 0:
+            raise UserError("--kimg must be positive")
+        desc += f"-kimg{kimg:g}"
         c.total_kimg = kimg
     batch = opts.get("batch")
     if batch is not None:

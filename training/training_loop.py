@@ -195,7 +195,8 @@ class Trainer:
             kwargs["pin_memory"] = False
         loader = torch.utils.data.DataLoader(dataset=self.training_set, sampler=sampler,
                                              batch_size=self.batch_size // self.num_gpus, **kwargs)
-        self.training_set_iterator = iter(loader)
+        with torch.random.fork_rng(devices=[]):  # iter() draws a worker seed; keep the training RNG untouched.
+            self.training_set_iterator = iter(loader)
 
     def setup_snapshot_grid(self):
         self.grid_size = self.grid_z = self.grid_c = None
