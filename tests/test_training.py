@@ -92,7 +92,7 @@ def test_weights_only_resume_continues_kimg_from_file_name(tmp_path, tiny_digits
     os.replace(src, renamed)
     resumed = run_tiny_training(str(tmp_path / "b"), tiny_digits, iterations=1, resume_pkl=renamed, resume_state=None)
     assert resumed.cur_nimg == 7000 + 8
-    for key, value in first.G_ema.state_dict().items():
+    for key in first.G_ema.state_dict():
         assert key in resumed.G_ema.state_dict()
 
 
@@ -152,8 +152,9 @@ def test_unreadable_dataset(tmp_path, capsys):
 
 
 def test_cond_without_labels(tmp_path, capsys):
-    from dataset_tool import convert_dataset
     import PIL.Image
+
+    from dataset_tool import convert_dataset
 
     src = tmp_path / "imgs"
     src.mkdir()
