@@ -125,7 +125,8 @@ class PluginHost:
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            raise PluginError(f"plugin {exc.plugin_name!r} implements a hook that does not exist: {exc}. "
+            name = self.pm.get_name(exc.plugin) if exc.plugin is not None else "?"
+            raise PluginError(f"plugin {name!r} implements a hook that does not exist: {exc}. "
                               f"Valid hooks are listed in plugins/hookspecs.py.") from None
         for name, obj in self.plugins.items():
             for other in getattr(obj, "conflicts", ()):
@@ -214,6 +215,22 @@ class PluginHost:
         return params
 
     def check_resume(self, snapshot, state):
+        """Refuse to resume a run trained with other plugins, then let each plugin check the snapshot."""
+        enabled = set(self.plugins)
+        if state is not None and "plugin_names" in state:
+            trained = set(state["plugin_names"])
+            mismatch = trained != enabled
+        else:  # Weights only: the extension modules inside the networks tell which plugins built them.
+            trained = set()
+            for key in ("G", "D"):
+                net = snapshot.get(key)
+                for holder in (getattr(net, "mapping", None), net):
+                    trained |= set(getattr(holder, "extensions", None) or {})
+            mismatch = not trained <= enabled  # Plain (e.g. NVIDIA) pickles resume with any plugins.
+        if mismatch:
+            raise PluginError(f"--resume: the snapshot was trained with plugins {sorted(trained) or 'none'}, this run "
+                              f"enables {sorted(enabled) or 'none'}; pass --plugins={','.join(sorted(trained))} "
+                              "to resume it")
         self.pm.hook.gan_check_resume(snapshot=snapshot, state=state)
 
     def on_train_start(self, trainer):

@@ -170,7 +170,8 @@ def copy_params_and_buffers(src_module, dst_module, require_all=False):
                 f"copy_params_and_buffers: shape mismatch for {name!r}: source {list(src.shape)}, "
                 f"destination {list(tensor.shape)}"
             )
-        tensor.copy_(src.detach()).requires_grad_(tensor.requires_grad)
+        with torch.no_grad():
+            tensor.copy_(src.detach())
 
 
 @contextlib.contextmanager

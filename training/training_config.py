@@ -198,7 +198,7 @@ def apply_augment(c, opts):
     return desc
 
 
-def apply_resume(c, opts):
+def apply_resume(c, opts, host):
     resume = opts.get("resume") or "noresume"
     if resume == "noresume":
         return ""
@@ -213,7 +213,7 @@ def apply_resume(c, opts):
             c.resume_pkl, c.resume_state = checkpoint.resolve_resume(resume)
         except FileNotFoundError as exc:
             raise UserError(str(exc)) from None
-        check_resume_file(c.resume_pkl)
+        check_resume_file(c.resume_pkl, c.resume_state, host)
         desc = "-resumecustom"
     if c.get("resume_state") is None:
         c.ada_kimg = 100  # Make ADA react faster at the beginning (weights-only resume, as upstream).
@@ -221,8 +221,8 @@ def apply_resume(c, opts):
     return desc
 
 
-def check_resume_file(path):
-    """Fail before training when the resume pickle is unreadable."""
+def check_resume_file(path, state_path, host):
+    """Fail before training when the resume pickle or state is unreadable or was trained with other plugins."""
     import legacy
 
     try:
@@ -233,6 +233,11 @@ def check_resume_file(path):
     missing = [k for k in ("G", "D", "G_ema") if data.get(k) is None]
     if missing:
         raise UserError(f"--resume={path}: the pickle lacks {', '.join(missing)}; training needs G, D and G_ema")
+    try:
+        state = checkpoint.load_state(state_path) if state_path is not None else None
+    except ValueError as exc:
+        raise UserError(f"--resume: {exc}") from None
+    host.check_resume(snapshot=data, state=state)
 
 
 def apply_performance(c, opts):
@@ -287,7 +292,7 @@ def build_config(opts, host):
     desc += f"-{cfg}"
     desc += apply_overrides(c, opts, gpus)
     desc += apply_augment(c, opts)
-    desc += apply_resume(c, opts)
+    desc += apply_resume(c, opts, host)
     if _default(opts, "freezed", 0):
         c.D_kwargs.block_kwargs.freeze_layers = opts.freezed
         desc += f"-freezed{opts.freezed:d}"
@@ -307,6 +312,9 @@ def build_config(opts, host):
     if host.plugins:
         desc += "-" + "-".join(host.plugins)
     host.configure(config=c, dataset_kwargs=c.training_set_kwargs)
+    # Plugins validate the data now, so that a refusal comes before the run directory exists.
+    counts = training_set.class_counts() if training_set.has_labels and training_set.has_onehot_labels else None
+    host.dataset_ready(dataset=training_set, class_counts=counts)
     c.plugins = host.options_record()
     training_set.close()
     return c, desc

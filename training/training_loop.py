@@ -132,8 +132,8 @@ class Trainer:
         self.G = dnnlib.util.construct_class_by_name(**c.G_kwargs, **common).train().requires_grad_(False)
         self.D = dnnlib.util.construct_class_by_name(**c.D_kwargs, **common).train().requires_grad_(False)
         self.host.extend_networks(G=self.G, D=self.D, dataset=self.training_set)
-        self.G = self.G.to(self.device)
-        self.D = self.D.to(self.device)
+        self.G = self.G.train().requires_grad_(False).to(self.device)  # Again: extensions arrive trainable.
+        self.D = self.D.train().requires_grad_(False).to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval()
 
     def setup_augment(self):
@@ -253,6 +253,7 @@ class Trainer:
             augment_p=float(self.augment_pipe.p) if self.augment_pipe is not None else None,
             rng=checkpoint.capture_rng_states(self.np_rng),
             plugins=self.host.state_dict(),
+            plugin_names=list(self.host.plugins),
         )
 
     def load_state_dict(self, state):
@@ -467,6 +468,7 @@ class Trainer:
             raise ValueError(f"--kimg={self.c.total_kimg}, but the resumed run is already at "
                              f"{self.cur_nimg / 1000:g} kimg; pass a larger --kimg to continue it")
         self.log(f"Training for {self.c.total_kimg} kimg...")
+        self.tick_start_time = time.time()
         iterations = 0
         while True:
             self.train_step()

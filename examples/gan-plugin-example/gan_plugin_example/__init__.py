@@ -1,0 +1,1 @@
+"""Example plugin package for the gan-plugins trainer (see plugin.py)."""

@@ -1,0 +1,50 @@
+"""wl2: penalise the squared distance of the generator's w from the running average w_avg.
+
+A deliberately small, real plugin: one option, one extra generator loss term (reported in stats.jsonl
+as Loss/wl2/w_dist), and its own state for exact resume (the number of penalised batches).
+"""
+
+import click
+import pluggy
+
+hookimpl = pluggy.HookimplMarker("gan_plugins")  # All a third-party plugin needs from the trainer.
+
+version = "0.1.0"
+
+
+class WL2:
+    version = version
+
+    def __init__(self):
+        self.batches = 0
+
+    @hookimpl
+    def gan_add_options(self):
+        return [click.Option(["--wl2-weight"], type=float, default=0.01, show_default=True,
+                             help="wl2: weight of the mean squared distance of w from w_avg")]
+
+    @hookimpl
+    def gan_configure(self, config):
+        if self.options["wl2_weight"] < 0:
+            raise ValueError("wl2: --wl2-weight must be non-negative")
+
+    @hookimpl
+    def gan_loss_terms(self, ctx):
+        if ctx.phase != "Gmain":
+            return []
+        w = ctx.g_capture["w_streams"]["w"]  # [N, w_dim], before truncation and style mixing.
+        w_avg = ctx.G.mapping.w_avg.detach()
+        self.batches += 1
+        return [("w_dist", self.options["wl2_weight"], (w - w_avg).square().mean(dim=1))]
+
+    @hookimpl
+    def gan_state_dict(self):
+        return {"batches": self.batches}
+
+    @hookimpl
+    def gan_load_state_dict(self, state):
+        self.batches = int(state["batches"])
+
+
+def create_plugin():
+    return WL2()

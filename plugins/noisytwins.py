@@ -1,0 +1,162 @@
+"""NoisyTwins (Rangwani et al., CVPR 2023): class-embedding noise + a Barlow-Twins loss on w.
+
+On long-tailed data the latents of a tail class collapse. NoisyTwins adds noise to the class
+embedding during training (stronger for rare classes) and asks twins (same z and c, independent
+noise) to map to w's that are noise-invariant and decorrelated (Barlow Twins), giving diverse,
+class-consistent tail classes. Defaults are the official CIFAR10-LT settings.
+"""
+
+import click
+import numpy as np
+import torch
+
+from plugins import PluginError, hookimpl
+from plugins.nets.noisytwins_net import EmbeddingNoise
+
+__version__ = "1.0"
+
+
+def class_scales(counts, beta):
+    """lambda_k = (C / sum_j 1/E_j) / E_k with E_k = (1 - beta^n_k) / (1 - beta): mean-one harmonic weights."""
+    counts = np.maximum(np.asarray(counts, dtype=np.float64), 1)  # An empty class is treated like a single image.
+    if beta == 0:
+        return np.ones_like(counts)
+    effective = (1 - np.power(beta, counts)) / (1 - beta)
+    return (len(counts) / np.sum(1 / effective)) / effective
+
+
+def barlow_twins_loss(w1, w2, gamma, eps=1e-5):
+    """sum_d (1 - M_dd)^2 + gamma * sum_{d != e} M_de^2 with M the cross-correlation of standardised halves."""
+    def standardise(w):
+        return (w - w.mean(dim=0)) / torch.sqrt(w.var(dim=0, unbiased=False) + eps)
+
+    n = w1.shape[0]
+    m = standardise(w1).t() @ standardise(w2) / n
+    on_diag = (1 - torch.diagonal(m)).square().sum()
+    off_diag = m.square().sum() - torch.diagonal(m).square().sum()
+    return on_diag + gamma * off_diag
+
+
+class NoisyTwins:
+    version = __version__
+
+    def __init__(self):
+        self.counts = None
+        self.generator = None
+        self.ext = None
+        self._resumed_generator_state = None
+
+    @hookimpl
+    def gan_add_options(self):
+        return [
+            click.Option(["--nt-sigma"], type=float, default=0.75, show_default=True, help="NoisyTwins: embedding noise std sigma"),
+            click.Option(["--nt-beta"], type=float, default=0.99, show_default=True, help="NoisyTwins: effective-number beta (0 = same noise for all classes)"),
+            click.Option(["--nt-lambda"], type=float, default=0.01, show_default=True, help="NoisyTwins: Barlow-Twins loss weight (0 = noise only)"),
+            click.Option(["--nt-gamma"], type=float, default=0.05, show_default=True, help="NoisyTwins: off-diagonal (redundancy) weight"),
+            click.Option(["--nt-start-kimg"], type=float, default=0, show_default=True, help="NoisyTwins: kimg at which the Barlow-Twins loss starts"),
+        ]
+
+    # ------------------------------------------------------------------ options
+
+    @property
+    def sigma(self):
+        return float(self.options.get("nt_sigma", 0.75))
+
+    @property
+    def beta(self):
+        return float(self.options.get("nt_beta", 0.99))
+
+    @property
+    def loss_weight(self):
+        return float(self.options.get("nt_lambda", 0.01))
+
+    @property
+    def gamma(self):
+        return float(self.options.get("nt_gamma", 0.05))
+
+    @property
+    def start_kimg(self):
+        return float(self.options.get("nt_start_kimg", 0))
+
+    def barlow_weight(self, cur_nimg):
+        """Weight of the Barlow-Twins term: 0 below --nt-start-kimg, --nt-lambda from then on."""
+        return self.loss_weight if cur_nimg / 1000 >= self.start_kimg else 0.0
+
+    # ------------------------------------------------------------------ setup
+
+    @hookimpl
+    def gan_configure(self, config):
+        if self.sigma < 0 or not 0 <= self.beta < 1 or self.loss_weight < 0 or self.gamma < 0:
+            raise PluginError("noisytwins: need --nt-sigma >= 0, 0 <= --nt-beta < 1, --nt-lambda >= 0, --nt-gamma >= 0")
+        if self.loss_weight > 0:
+            if config.batch_gpu % 2 != 0 or config.batch_gpu < 4:
+                raise PluginError(f"noisytwins: the per-GPU batch ({config.batch_gpu}) must be even and at least 4 "
+                                  "(twins fill its two halves); change --batch / --batch-gpu or pass --nt-lambda=0")
+            if config.batch_gpu // 2 < 16:
+                print(f"Warning: noisytwins: only {config.batch_gpu // 2} twin pairs per GPU; the Barlow-Twins "
+                      "correlation estimate is noisy below 16")
+
+    @hookimpl
+    def gan_dataset_ready(self, dataset, class_counts):
+        if class_counts is None:
+            raise PluginError(f"plugin 'noisytwins' needs class labels: dataset '{dataset.name}' has none "
+                              "(use --cond=1 with a labelled dataset, or add selfcond)")
+        if self.counts is not None and not np.array_equal(self.counts, class_counts):
+            print("Warning: noisytwins: class counts differ from the resumed run's; lambda_k is recomputed")
+        self.counts = np.asarray(class_counts, dtype=np.int64)
+
+    @hookimpl
+    def gan_extend_networks(self, G):
+        self.ext = EmbeddingNoise(c_dim=G.c_dim, sigma=self.sigma)
+        self.ext.lambda_k.copy_(torch.as_tensor(class_scales(self.counts, self.beta), dtype=torch.float32))
+        G.mapping.extensions["noisytwins"] = self.ext
+
+    @hookimpl
+    def gan_train_start(self, trainer):
+        # The noise has its own generator (seeded by run seed and rank) so it never shifts the trainer's RNG.
+        self.ext = trainer.G.mapping.extensions["noisytwins"]
+        self.ext.lambda_k.copy_(torch.as_tensor(class_scales(self.counts, self.beta), dtype=torch.float32))
+        self.generator = torch.Generator(device=trainer.device)
+        self.generator.manual_seed(1000003 * trainer.c.random_seed + trainer.rank)
+        if self._resumed_generator_state is not None:
+            self.generator.set_state(self._resumed_generator_state)
+        self.ext.generator = self.generator
+
+    # ------------------------------------------------------------------ iteration
+
+    def twins_active(self, cur_nimg):
+        return self.barlow_weight(cur_nimg) > 0
+
+    @hookimpl
+    def gan_generator_batch(self, phase, z, c, cur_nimg):
+        """Twins: rows i and i + B/2 share z and c; only while the Barlow-Twins loss is active."""
+        if phase != "Gmain" or not self.twins_active(cur_nimg):
+            return None
+        half = z.shape[0] // 2
+        return torch.cat([z[:half], z[:half]]), torch.cat([c[:half], c[:half]])
+
+    @hookimpl
+    def gan_loss_terms(self, ctx):
+        if ctx.phase != "Gmain" or not self.twins_active(ctx.cur_nimg):
+            return []
+        w = ctx.g_capture["w_streams"]["w"]  # The conditional stream, before broadcast, truncation and mixing.
+        half = w.shape[0] // 2
+        loss = barlow_twins_loss(w[:half], w[half:2 * half], self.gamma)
+        return [("barlow", self.barlow_weight(ctx.cur_nimg), loss)]
+
+    # ------------------------------------------------------------------ state
+
+    @hookimpl
+    def gan_state_dict(self):
+        return dict(counts=None if self.counts is None else self.counts.tolist(),
+                    generator=None if self.generator is None else self.generator.get_state())
+
+    @hookimpl
+    def gan_load_state_dict(self, state):
+        if state.get("counts") is not None and self.counts is not None and list(self.counts) != state["counts"]:
+            print("Warning: noisytwins: the resumed run had other class counts; lambda_k follows the current data")
+        self._resumed_generator_state = state.get("generator")  # Applied when the generator is made.
+
+
+def create_plugin():
+    return NoisyTwins()

@@ -1,0 +1,140 @@
+"""NoisyTwins: class scales, Barlow-Twins loss, embedding noise, twins, schedule, bit-exactness when off."""
+
+import numpy as np
+import pytest
+import torch
+
+from plugins.nets.noisytwins_net import EmbeddingNoise
+from plugins.noisytwins import barlow_twins_loss, class_scales
+from plugins.testing import build_host
+from training.networks import Generator
+
+
+def test_class_scales_match_spec_example():
+    counts = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    expected = [0.784, 0.784, 0.784, 0.784, 0.785, 0.800, 0.868, 1.041, 1.385, 1.984]
+    np.testing.assert_allclose(class_scales(counts, 0.99), expected, atol=1e-3)
+    np.testing.assert_array_equal(class_scales(counts, 0.0), np.ones(10))
+    assert class_scales(counts, 0.99).mean() == pytest.approx(1.0, abs=0.05)
+
+
+def _orthogonal_columns(n, d, seed=0):
+    q, _ = np.linalg.qr(np.random.RandomState(seed).randn(n, d))
+    q -= q.mean(0)  # Zero-mean columns...
+    q, _ = np.linalg.qr(q)  # ...re-orthogonalised (stays zero-mean: the span excludes the ones vector).
+    return torch.tensor(q * np.sqrt(n), dtype=torch.float64)  # Unit variance: eps=1e-5 is negligible.
+
+
+def test_barlow_identical_halves_zero_invariance_term_only():
+    w = torch.randn(64, 8, dtype=torch.float64)
+    w[:, 1] = w[:, 0] * 0.5 + 0.1 * w[:, 1]  # Correlated dims.
+    invariance_only = barlow_twins_loss(w, w, gamma=0.0)
+    assert float(invariance_only) <= 1e-6
+    assert float(barlow_twins_loss(w, w, gamma=1.0)) > 0.1  # Redundancy of the correlated dims remains.
+
+
+def test_barlow_zero_for_identical_whitened_halves():
+    w = _orthogonal_columns(64, 8)
+    assert float(barlow_twins_loss(w, w, gamma=1.0)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_barlow_rises_monotonically_to_d_as_twins_decorrelate():
+    torch.manual_seed(0)
+    d = 6
+    w1 = torch.randn(512, d, dtype=torch.float64)
+    noise = torch.randn(512, d, dtype=torch.float64)
+    values = [float(barlow_twins_loss(w1, (1 - t) * w1 + t * noise, gamma=0.0)) for t in np.linspace(0, 1, 11)]
+    assert all(b > a for a, b in zip(values, values[1:]))
+    assert values[0] == pytest.approx(0, abs=1e-6)
+    assert values[-1] == pytest.approx(d, rel=0.1)
+
+
+def test_barlow_matches_numpy_formula():
+    rng = np.random.RandomState(3)
+    w1, w2 = rng.randn(10, 4), rng.randn(10, 4)
+    z1 = (w1 - w1.mean(0)) / np.sqrt(w1.var(0) + 1e-5)
+    z2 = (w2 - w2.mean(0)) / np.sqrt(w2.var(0) + 1e-5)
+    m = z1.T @ z2 / 10
+    expected = sum((1 - m[i, i]) ** 2 for i in range(4)) + 0.3 * sum(m[i, j] ** 2 for i in range(4) for j in range(4) if i != j)
+    got = barlow_twins_loss(torch.tensor(w1), torch.tensor(w2), gamma=0.3)
+    assert float(got) == pytest.approx(expected, rel=1e-9)
+
+
+def _tiny_G(c_dim=4):
+    return Generator(z_dim=8, c_dim=c_dim, w_dim=8, img_resolution=8, img_channels=1,
+                     mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=64, channel_max=8))
+
+
+def test_noise_only_in_training_and_eval_unchanged():
+    torch.manual_seed(0)
+    G = _tiny_G()
+    z, c = torch.randn(2, 8), torch.eye(4)[:2]
+    G.eval()
+    ref = G(z, c, noise_mode="const")
+    G.mapping.extensions["noisytwins"] = EmbeddingNoise(c_dim=4, sigma=5.0)
+    G.eval()
+    assert torch.equal(G(z, c, noise_mode="const"), ref)  # Eval: sigma=5 changes nothing.
+    G.train()
+    w_a = G.mapping(z, c, skip_w_avg_update=True)
+    w_b = G.mapping(z, c, skip_w_avg_update=True)
+    assert not torch.equal(w_a, w_b)  # Two training passes differ.
+
+
+def test_barlow_gradient_reaches_embedding_and_fc0():
+    torch.manual_seed(0)
+    G = _tiny_G().train()
+    G.mapping.extensions["noisytwins"] = EmbeddingNoise(c_dim=4, sigma=0.5)
+    G.requires_grad_(True)
+    z = torch.randn(8, 8)
+    c = torch.eye(4)[torch.arange(8) % 4]
+    z, c = torch.cat([z[:4], z[:4]]), torch.cat([c[:4], c[:4]])
+    capture = {}
+    G.mapping(z, c, capture=capture)
+    w = capture["w_streams"]["w"]
+    barlow_twins_loss(w[:4], w[4:], gamma=0.05).backward()
+    assert G.mapping.embed.weight.grad.abs().sum() > 0
+    assert G.mapping.fc0.weight.grad.abs().sum() > 0
+
+
+def _plugin(**options):
+    host = build_host(["noisytwins"], {"noisytwins": options})
+    return host.plugins["noisytwins"]
+
+
+def test_twins_share_z_and_c_and_schedule():
+    plugin = _plugin(nt_start_kimg=2, nt_lambda=0.01)
+    z, c = torch.randn(8, 4), torch.eye(8)
+    assert plugin.gan_generator_batch(phase="Gmain", z=z, c=c, cur_nimg=1999) is None
+    assert plugin.barlow_weight(1999) == 0
+    assert plugin.barlow_weight(2000) == 0.01
+    tz, tc = plugin.gan_generator_batch(phase="Gmain", z=z, c=c, cur_nimg=2000)
+    assert torch.equal(tz[:4], tz[4:]) and torch.equal(tc[:4], tc[4:])
+    assert torch.equal(tz[:4], z[:4])
+    assert plugin.gan_generator_batch(phase="Dmain", z=z, c=c, cur_nimg=5000) is None
+
+
+def _weights(trainer):
+    return {k: v.clone() for k, v in list(trainer.G.state_dict().items()) + list(trainer.D.state_dict().items())}
+
+
+def test_zero_noise_and_zero_weight_is_bit_identical_to_baseline(tiny_trainer):
+    torch.set_num_threads(1)
+    base = tiny_trainer(iterations=3)
+    base_w = _weights(base)
+    z, c = torch.randn(4, 16), torch.eye(10)[:4]
+    base_out = base.G_ema(z, c, noise_mode="const")
+    nt = tiny_trainer(plugins=["noisytwins"], options={"noisytwins": {"nt_sigma": 0.0, "nt_lambda": 0.0}}, iterations=3)
+    nt_w = _weights(nt)
+    for key, value in base_w.items():
+        assert torch.equal(value, nt_w[key]), key
+    assert torch.equal(base_out, nt.G_ema(z, c, noise_mode="const"))
+    assert not nt.G_ema.training  # Noise is off for G_ema.
+
+
+def test_batch_errors():
+    plugin = _plugin()
+    import dnnlib
+    from plugins import PluginError
+
+    with pytest.raises(PluginError, match="even and at least 4"):
+        plugin.gan_configure(config=dnnlib.EasyDict(batch_gpu=3))

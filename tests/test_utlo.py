@@ -1,0 +1,150 @@
+"""UTLO: ws layout, class-independent low-res image, low-res D head, loss weights, errors."""
+
+import pytest
+import torch
+
+import dnnlib
+from plugins import PluginError
+from plugins.testing import build_host
+from plugins.utlo import loss_weights
+from torch_utils.ops import upfirdn2d
+from training.loss import StyleGAN2Loss
+from training.networks import Discriminator, Generator
+
+
+def build(res=32, res_uc=8, c_dim=5, alpha=1.0, add_uc="1"):
+    """G and D extended by the utlo plugin (through the host, as the trainer does)."""
+    torch.manual_seed(0)
+    host = build_host(["utlo"], {"utlo": {"utlo_res_uc": res_uc, "utlo_alpha": alpha, "utlo_add_uc": add_uc}})
+    c = dnnlib.EasyDict(G_kwargs=dnnlib.EasyDict(synthesis_kwargs=dnnlib.EasyDict(channel_base=256, channel_max=16)),
+                        D_kwargs=dnnlib.EasyDict(), batch_gpu=4)
+    host.configure(config=c, dataset_kwargs=dnnlib.EasyDict(resolution=res))
+    G = Generator(z_dim=8, c_dim=c_dim, w_dim=8, img_resolution=res, img_channels=3,
+                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=c.G_kwargs.synthesis_kwargs)
+    D = Discriminator(c_dim=c_dim, img_resolution=res, img_channels=3, channel_base=256, channel_max=16,
+                      epilogue_kwargs=dict(mbstd_group_size=2))
+    host.extend_networks(G=G, D=D, dataset=None)
+    return host, G, D
+
+
+def test_ws_layout_for_32px_res_uc_8():
+    _host, G, _D = build()
+    assert G.num_ws == 11 and G.mapping.num_ws == 11
+    G.eval()
+    z, c = torch.randn(3, 8), torch.eye(5)[:3]
+    capture = {}
+    ws = G.mapping(z, c, capture=capture)
+    w_c, w_uc = capture["w_streams"]["w"], capture["w_streams"]["uc"]
+    assert torch.equal(ws[:, :5], w_uc.unsqueeze(1).expand(-1, 5, -1))
+    assert torch.equal(ws[:, 5:], w_c.unsqueeze(1).expand(-1, 6, -1))
+    assert not torch.equal(w_c, w_uc)
+
+
+def test_low_res_image_is_class_independent():
+    _host, G, _D = build()
+    G.eval()
+    z = torch.randn(2, 8).repeat(2, 1)
+    c = torch.eye(5)[[0, 1, 3, 4]]
+    capture = {}
+    img = G(z, c, noise_mode="const", capture=capture)
+    img_uc = capture["block_outputs"][8][1]
+    assert torch.equal(img_uc[:2], img_uc[2:])
+    assert not torch.equal(img[:2], img[2:])
+
+
+def test_truncation_pulls_each_stream_to_its_own_average():
+    _host, G, _D = build()
+    G.train()
+    G.mapping(torch.randn(16, 8), torch.eye(5)[torch.arange(16) % 5])  # Moves both running averages.
+    G.eval()
+    ws = G.mapping(torch.randn(2, 8), torch.eye(5)[:2], truncation_psi=0)
+    ext = G.mapping.extensions["utlo"]
+    assert torch.allclose(ws[:, :5], ext.w_avg_uc.expand(2, 5, -1))
+    assert torch.allclose(ws[:, 5:], G.mapping.w_avg.expand(2, 6, -1))
+
+
+def test_res_uc_zero_is_identical_to_baseline():
+    _host, G, D = build(res_uc=0)
+    torch.manual_seed(0)
+    G0 = Generator(z_dim=8, c_dim=5, w_dim=8, img_resolution=32, img_channels=3, mapping_kwargs=dict(num_layers=2),
+                   synthesis_kwargs=dict(channel_base=256, channel_max=16))
+    assert G.num_ws == G0.num_ws == 8 and len(G.mapping.extensions) == 0
+    assert [n for n, _ in G.named_parameters()] == [n for n, _ in G0.named_parameters()]
+
+
+def test_low_res_head_shape_class_independence_and_downsampling():
+    _host, _G, D = build()
+    head = D.extensions["utlo"]
+    x = torch.randn(4, 3, 32, 32)
+    low = head.downsample(x)
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    expected = upfirdn2d.downsample2d(upfirdn2d.downsample2d(x, f), f)
+    assert low.shape == (4, 3, 8, 8) and torch.equal(low, expected)
+    logits = head(D, low)
+    assert logits.shape == (4, 1)
+    assert torch.isfinite(logits).all()
+
+
+def test_loss_weights():
+    assert loss_weights(1.0) == (0.5, 0.5)
+    assert loss_weights(3.0) == (0.25, 0.75)
+    assert loss_weights(0.0) == (1.0, 0.0)
+    assert loss_weights(2.0, add_uc=False) == (1.0, 0.0)
+
+
+def _loss(host, G, D):
+    return StyleGAN2Loss("cpu", G, D, augment_pipe=None, host=host, style_mixing_prob=0, r1_gamma=1.0, pl_weight=0)
+
+
+def test_r1_does_not_reach_low_res_head_and_uc_terms_do():
+    host, G, D = build()
+    G.train()
+    loss = _loss(host, G, D)
+    D.requires_grad_(True)
+    real, c = torch.randn(4, 3, 32, 32), torch.eye(5)[:4]
+    loss.accumulate_gradients("Dreg", real, c, torch.randn(4, 8), c, gain=1)
+    head = D.extensions["utlo"]
+    assert head.fromrgb_uc.weight.grad is None or float(head.fromrgb_uc.weight.grad.abs().sum()) == 0
+    assert float(D.b32.fromrgb.weight.grad.abs().sum()) > 0
+    D.zero_grad(set_to_none=True)
+    loss.accumulate_gradients("Dmain", real, c, torch.randn(4, 8), c, gain=1)
+    assert float(head.fromrgb_uc.weight.grad.abs().sum()) > 0
+
+
+def test_alpha_zero_equals_baseline_conditional_loss():
+    host, G, D = build(alpha=0.0)
+    G.train()
+    real, c, z = torch.randn(4, 3, 32, 32), torch.eye(5)[:4], torch.randn(4, 8)
+    grads = []
+    for loss_host in (host, None):  # The same networks, with and without the plugin's loss terms.
+        G.zero_grad(set_to_none=True)
+        G.requires_grad_(True)
+        torch.manual_seed(1)
+        _loss(loss_host, G, D).accumulate_gradients("Gmain", real, c, z, c, gain=1)
+        grads.append([p.grad.clone() for p in G.parameters() if p.grad is not None])
+    assert len(grads[0]) == len(grads[1]) > 0
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
+    assert build(alpha=1.0)[0].base_loss_weight(phase="Dmain", cur_nimg=0) == 0.5
+
+
+@pytest.mark.parametrize("res_uc", [3, 12, 32, 64])
+def test_res_uc_must_be_a_network_resolution(res_uc):
+    with pytest.raises(PluginError, match="not a resolution of this network"):
+        build(res_uc=res_uc)
+
+
+def test_architecture_errors():
+    host = build_host(["utlo"], {})
+    c = dnnlib.EasyDict(G_kwargs=dnnlib.EasyDict(synthesis_kwargs=dnnlib.EasyDict(architecture="resnet")), D_kwargs=dnnlib.EasyDict())
+    with pytest.raises(PluginError, match="skip"):
+        host.configure(config=c, dataset_kwargs=dnnlib.EasyDict(resolution=32))
+    c = dnnlib.EasyDict(G_kwargs=dnnlib.EasyDict(synthesis_kwargs=dnnlib.EasyDict()), D_kwargs=dnnlib.EasyDict(architecture="skip"))
+    with pytest.raises(PluginError, match="'skip'"):
+        host.configure(config=c, dataset_kwargs=dnnlib.EasyDict(resolution=32))
+
+
+def test_unconditional_dataset_refused():
+    host = build_host(["utlo"], {})
+    with pytest.raises(PluginError, match="needs class labels"):
+        host.dataset_ready(dataset=dnnlib.EasyDict(name="faces"), class_counts=None)
