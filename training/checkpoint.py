@@ -86,6 +86,9 @@ def upstream_dataset_kwargs(training_set_kwargs):
 def save_snapshot(path, training_set_kwargs, modules, extras=None):
     """Pickle {training_set_kwargs, G, D, G_ema, augment_pipe, **extras} atomically. Returns the path."""
     data = dict(training_set_kwargs=upstream_dataset_kwargs(training_set_kwargs))
+    extra_kwargs = {k: v for k, v in dict(training_set_kwargs).items() if k not in UPSTREAM_DATASET_KEYS}
+    if extra_kwargs:  # e.g. label_file of an lt_dataset.py subset; upstream ignores unknown keys.
+        data["training_set_extra_kwargs"] = extra_kwargs
     for name, module in modules.items():
         if module is not None:
             module = copy.deepcopy(module).eval().requires_grad_(False).cpu()

@@ -50,14 +50,16 @@ def open_training_set(opts):
     if subset is not None:
         if str(subset).isdigit():
             kwargs.max_size = int(subset)
-        elif os.path.isfile(os.path.expanduser(subset)):
-            kwargs.label_file = os.path.expanduser(subset)
+        elif str(subset).endswith(".json"):  # A file on disk, or one inside the dataset (lt_dataset.py output).
+            path = os.path.expanduser(subset)
+            kwargs.label_file = os.path.abspath(path) if os.path.isfile(path) else subset
         else:
-            raise UserError(f"--subset={subset}: expected an image count or a label-subset JSON file that exists")
+            raise UserError(f"--subset={subset}: expected an image count or a label-subset .json file")
     try:
         training_set = dnnlib.util.construct_class_by_name(**kwargs)
     except (DatasetError, OSError, ValueError) as exc:
-        raise UserError(f"--data={opts.data}: {exc}") from None
+        option = f"--subset={subset}" if "label_file" in kwargs else f"--data={opts.data}"
+        raise UserError(f"{option}: {exc}") from None
     return kwargs, training_set
 
 
@@ -257,7 +259,7 @@ def apply_performance(c, opts):
         c.data_loader_kwargs.num_workers = workers
 
 
-def validate_metrics(opts):
+def validate_metrics(opts, host=None):
     metrics = opts.get("metrics")
     if metrics is None:
         metrics = "fid50k_full"
@@ -266,6 +268,8 @@ def validate_metrics(opts):
     names = [m.strip() for m in metrics.split(",") if m.strip()]
     from metrics import metric_main
 
+    if host is not None:
+        host.register_metrics(register=metric_main.register_metric)
     for name in names:
         if not metric_main.is_valid_metric(name):
             raise UserError(f"--metrics: unknown metric {name!r}; valid metrics: {', '.join(metric_main.list_valid_metrics())}")
@@ -284,7 +288,7 @@ def build_config(opts, host):
         raise UserError("--snap must be at least 1")
     c.random_seed = _default(opts, "seed", 0)
     c.device = _default(opts, "device", "auto")
-    c.metrics = validate_metrics(opts)
+    c.metrics = validate_metrics(opts, host)
     c.data_loader_kwargs = dnnlib.EasyDict(pin_memory=True, num_workers=3, prefetch_factor=2)
 
     c.training_set_kwargs, training_set, desc = build_dataset_kwargs(opts)

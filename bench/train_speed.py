@@ -1,0 +1,107 @@
+"""Training speed of the `tiny` preset (or any --cfg): steady-state sec/kimg and peak RSS, per plugin set.
+
+  python bench/train_speed.py                                  # baseline, 32x32 digits, CPU
+  python bench/train_speed.py --plugins=,noisytwins,utlo,noisytwins+utlo --iterations=40
+
+Each plugin set runs in its own process. The first iterations (start-up, first-call overheads) are
+excluded; the figure is the mean over the remaining iterations. Prints one line per set and, when CUDA
+is present, the same on the GPU.
+"""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import click
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def measure(data, plugins, iterations, warmup, cfg, device, batch):
+    """Run one configuration in this process; returns a dict of figures."""
+    import dnnlib
+    from plugins.host import PluginHost
+    from training.training_config import build_config
+    from training.training_loop import Trainer
+
+    names = [p for p in plugins.split("+") if p]
+    host = PluginHost.create(names)
+    host.set_options({name: {opt.name: opt.default for opt in opts} for name, opts in host.option_specs().items()})
+    opts = dnnlib.EasyDict(outdir="/tmp", data=data, cond=True, cfg=cfg, metrics="none", workers=0, snap=10 ** 6,
+                           tensorboard=False, device=device, batch=batch)
+    import tempfile
+
+    c, _desc = build_config(opts, host)
+    c.pop("plugins")
+    c.run_dir = tempfile.mkdtemp(prefix="bench-")
+    c.max_iterations = None
+    c.image_snapshot_ticks = c.network_snapshot_ticks = None
+    trainer = Trainer(host=host, **c)
+    times = []
+    for _ in range(warmup + iterations):
+        start = time.perf_counter()
+        trainer.train_step()
+        if trainer.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    steady = times[warmup:]
+    sec_per_iter = sum(steady) / len(steady)
+    return dict(plugins=plugins or "baseline", device=str(trainer.device), batch=trainer.batch_size,
+                sec_per_iter=sec_per_iter, sec_per_kimg=sec_per_iter / trainer.batch_size * 1000,
+                peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
+                threads=__import__("torch").get_num_threads())
+
+
+@click.command()
+@click.option("--data", help="Dataset (built from digits at --res if missing)", default=None)
+@click.option("--res", type=int, default=32, show_default=True)
+@click.option("--cfg", default="tiny", show_default=True)
+@click.option("--batch", type=int, default=32, show_default=True)
+@click.option("--plugins", "plugin_sets", default="", show_default=True,
+              help="Comma-separated plugin sets; '+' joins plugins in one set; empty = baseline")
+@click.option("--iterations", type=int, default=24, show_default=True)
+@click.option("--warmup", type=int, default=4, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--child", is_flag=True, hidden=True)
+def main(data, res, cfg, batch, plugin_sets, iterations, warmup, device, child):
+    if data is None:
+        data = f"/tmp/bench-digits{res}.zip"
+        if not os.path.exists(data):
+            from dataset_tool import convert_dataset
+
+            convert_dataset(f"digits:{res}", data, log=lambda *a: None)
+    if child:
+        print(json.dumps(measure(data, plugin_sets, iterations, warmup, cfg, device, batch)))
+        return
+    devices = [device]
+    import torch
+
+    if device == "cpu" and torch.cuda.is_available():
+        devices.append("cuda")
+    print(f"cfg={cfg} res={res} batch={batch} iterations={iterations} (after {warmup} warm-up)")
+    baseline = {}
+    for dev in devices:
+        for plugins in plugin_sets.split(","):
+            cmd = [sys.executable, __file__, f"--data={data}", f"--cfg={cfg}", f"--batch={batch}", f"--plugins={plugins}",
+                   f"--iterations={iterations}", f"--warmup={warmup}", f"--device={dev}", "--child"]
+            out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+            if out.returncode != 0:
+                print(f"{plugins or 'baseline'} on {dev}: failed\n{out.stderr[-2000:]}")
+                continue
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            baseline.setdefault(dev, r["sec_per_iter"]) if not plugins else None
+            overhead = ""
+            if plugins and dev in baseline:
+                overhead = f"  overhead {100 * (r['sec_per_iter'] / baseline[dev] - 1):+.1f}%"
+            print(f"{r['plugins']:<18s} {dev:<5s} {r['sec_per_iter']:.3f} s/iter  {r['sec_per_kimg']:.1f} s/kimg  "
+                  f"peak RSS {r['peak_rss_gib']:.2f} GiB  threads {r['threads']}{overhead}")
+
+
+if __name__ == "__main__":
+    main()
