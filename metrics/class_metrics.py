@@ -1,0 +1,165 @@
+"""Class-conditional metrics: intra-class FD, shot-band FD/KD, class consistency, intra-class diversity.
+
+All of them compare against the *reference* set (metric_utils.reference_dataset_kwargs): the dataset
+itself, or, when its label file is a long-tailed one written by lt_dataset.py, that file's full set.
+
+* Intra-class Frechet distance: mean over classes k of FD(reals of class k, fakes conditioned on k);
+  the fakes are spread evenly over the classes that have real images.
+* Shot bands: the label file's "lt" record lists class ranks per band ("many", "medium", "few").
+  Band b compares all reference images of the classes in b with fakes whose labels are uniform over
+  those classes.
+* Class consistency: the fraction of fakes that the offline classifier assigns to their conditioning
+  class (per band too, with a long-tailed label file).
+* Intra-class diversity: mean pairwise L2 distance of classifier features between fakes of the same
+  class, averaged over classes (per band too).
+"""
+
+import numpy as np
+
+from . import frechet_inception_distance, kernel_inception_distance, metric_utils
+from .metric_utils import FeatureStats, MetricError
+
+BANDS = ("many", "medium", "few")
+
+
+def require_conditional(opts, metric):
+    c_dim = int(getattr(opts.G, "c_dim", 0) or 0)
+    if c_dim == 0:
+        raise MetricError(f"metric '{metric}' needs class labels, but the network is unconditional (c_dim=0); "
+                          "use it with a network trained with --cond=1 on a labelled dataset")
+    return c_dim
+
+
+def require_lt(opts, metric):
+    """The lt record of the dataset's label file, or an error telling how to make one."""
+    lt = metric_utils.read_lt_info(opts.dataset_kwargs)
+    if lt is None or not isinstance(lt.get("bands"), dict):
+        raise MetricError(f"{metric} needs a long-tailed label file; run lt_dataset.py "
+                          "(and pass its output as the dataset's label file, e.g. calc_metrics.py --label-file=lt_100.json)")
+    for band in BANDS:
+        if band not in lt.bands:
+            raise MetricError(f"long-tailed label file {lt.label_file!r} has no '{band}' band")
+    return lt
+
+
+def _real_per_class(opts, detector_url, detector_kwargs, dataset_kwargs, **stats_kwargs):
+    return metric_utils.compute_feature_stats_for_dataset(opts=opts, detector_url=detector_url, detector_kwargs=detector_kwargs,
+                                                          rel_lo=0, rel_hi=0, group_by_class=True, dataset_kwargs=dataset_kwargs,
+                                                          **stats_kwargs)
+
+
+def compute_intra_class_fd(opts, metric, num_gen, detector_url, detector_kwargs):
+    """Mean over classes of the Frechet distance between per-class reals and per-class fakes."""
+    c_dim = require_conditional(opts, metric)
+    ref = metric_utils.reference_dataset_kwargs(opts)
+    real = _real_per_class(opts, detector_url, detector_kwargs, ref, capture_mean_cov=True)
+    classes = [k for k in range(c_dim) if k in real and real[k].num_items > 0]
+    if not classes:
+        raise MetricError(f"metric '{metric}': the reference data has no images with one-hot class labels")
+    per_class = max(2, -(-num_gen // len(classes)))
+    gen = metric_utils.compute_feature_stats_for_generator(
+        opts=opts, detector_url=detector_url, detector_kwargs=detector_kwargs, capture_mean_cov=True,
+        max_items=per_class * len(classes), fake_labels={"balanced": classes}, dataset_kwargs=ref, group_by_class=True)
+    if opts.rank != 0:
+        return float("nan")
+    fds = [frechet_inception_distance.frechet_distance_from_stats(real[k], gen[k]) for k in classes if k in gen]
+    return float(np.mean(fds))
+
+
+def compute_shot_distances(opts, metric, kind, bands, num_gen, detector_url, detector_kwargs, prefix,
+                           num_subsets=100, max_subset_size=1000):
+    """{f'{prefix}_{band}': FD or KID} for the requested shot bands."""
+    assert kind in ("fd", "kd")
+    require_conditional(opts, metric)
+    lt = require_lt(opts, metric)
+    ref = metric_utils.reference_dataset_kwargs(opts)
+    capture = dict(capture_mean_cov=True) if kind == "fd" else dict(capture_all=True)
+    real = _real_per_class(opts, detector_url, detector_kwargs, ref, **capture)
+    results = {}
+    for band in bands:
+        ranks = [int(k) for k in lt.bands[band]]
+        present = [k for k in ranks if k in real and real[k].num_items > 0]
+        if not present:
+            raise MetricError(f"metric '{metric}': no reference images for the '{band}' band (classes {ranks})")
+        real_band = FeatureStats.merged([real[k] for k in present])
+        gen = metric_utils.compute_feature_stats_for_generator(
+            opts=opts, detector_url=detector_url, detector_kwargs=detector_kwargs, max_items=num_gen,
+            fake_labels=ranks, dataset_kwargs=ref, **capture)
+        if opts.rank != 0:
+            results[f"{prefix}_{band}"] = float("nan")
+        elif kind == "fd":
+            results[f"{prefix}_{band}"] = frechet_inception_distance.frechet_distance_from_stats(real_band, gen)
+        else:
+            rng = np.random.default_rng(opts.seed) if opts.seed is not None else None
+            results[f"{prefix}_{band}"] = kernel_inception_distance.kernel_distance(
+                real_band.get_all(), gen.get_all(), num_subsets=num_subsets, max_subset_size=max_subset_size, rng=rng)
+    return results
+
+
+def _band_of(lt):
+    """{class rank: band name} of a long-tailed label file's lt record."""
+    return {int(k): band for band in BANDS for k in lt.bands[band]}
+
+
+def compute_class_consistency(opts, metric, num_gen, classifier_path):
+    """{'class_consistency': accuracy of the classifier on fakes w.r.t. their conditioning class, (+ per band)}."""
+    c_dim = require_conditional(opts, metric)
+    ref = metric_utils.reference_dataset_kwargs(opts)
+    gen = metric_utils.compute_feature_stats_for_generator(
+        opts=opts, detector_url=classifier_path, detector_kwargs=dict(return_features=False), capture_all=True,
+        capture_labels=True, max_items=num_gen, dataset_kwargs=ref)
+    if opts.rank != 0:
+        return dict(class_consistency=float("nan"))
+    logits, labels = gen.get_all(), gen.get_labels()
+    if logits.shape[1] != c_dim:
+        raise MetricError(f"metric '{metric}': the classifier has {logits.shape[1]} classes but the network has c_dim={c_dim}")
+    valid = labels >= 0
+    if not valid.any():
+        raise MetricError(f"metric '{metric}': the conditioning labels are not one-hot class labels")
+    correct = logits.argmax(axis=1) == labels
+    results = dict(class_consistency=float(correct[valid].mean()))
+    lt = metric_utils.read_lt_info(opts.dataset_kwargs)
+    if lt is not None and isinstance(lt.get("bands"), dict):
+        band_of = _band_of(lt)
+        bands = np.array([band_of.get(int(k), "") for k in labels])
+        for band in BANDS:
+            mask = valid & (bands == band)
+            if mask.any():
+                results[f"class_consistency_{band}"] = float(correct[mask].mean())
+    return results
+
+
+def mean_pairwise_distance(features, max_items=1000):
+    """Mean L2 distance over distinct pairs of rows (the first max_items rows)."""
+    x = np.asarray(features, dtype=np.float64)[:max_items]
+    n = x.shape[0]
+    if n < 2:
+        return float("nan")
+    sq = np.square(x).sum(axis=1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0)
+    return float(np.sqrt(d2)[np.triu_indices(n, k=1)].mean())
+
+
+def compute_intra_class_diversity(opts, metric, num_gen, classifier_path):
+    """{'div_cls': mean over classes of the mean pairwise feature distance among same-class fakes, (+ per band)}."""
+    c_dim = require_conditional(opts, metric)
+    ref = metric_utils.reference_dataset_kwargs(opts)
+    classes = list(range(c_dim))
+    per_class = max(2, -(-num_gen // c_dim))
+    gen = metric_utils.compute_feature_stats_for_generator(
+        opts=opts, detector_url=classifier_path, detector_kwargs=dict(return_features=True), capture_all=True,
+        max_items=per_class * c_dim, fake_labels={"balanced": classes}, dataset_kwargs=ref, group_by_class=True)
+    if opts.rank != 0:
+        return dict(div_cls=float("nan"))
+    div = {k: mean_pairwise_distance(gen[k].get_all()) for k in classes if k in gen}
+    div = {k: v for k, v in div.items() if np.isfinite(v)}
+    if not div:
+        raise MetricError(f"metric '{metric}': too few fakes per class to measure diversity")
+    results = dict(div_cls=float(np.mean(list(div.values()))))
+    lt = metric_utils.read_lt_info(opts.dataset_kwargs)
+    if lt is not None and isinstance(lt.get("bands"), dict):
+        for band in BANDS:
+            values = [div[int(k)] for k in lt.bands[band] if int(k) in div]
+            if values:
+                results[f"div_cls_{band}"] = float(np.mean(values))
+    return results

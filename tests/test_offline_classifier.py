@@ -1,0 +1,94 @@
+"""The offline classifier: trains on digits fast and accurately, is cached by data content, loads as plain
+TorchScript, and judges real held-out images as class-consistent."""
+
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from click.testing import CliRunner
+
+from metrics import metric_main, metric_utils, offline_classifier
+from tests.test_detectors import ImageBankGenerator, dataset_kwargs, shared_cache_dir, shared_digits, write_png_dataset
+
+
+@pytest.fixture()
+def digits(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("DNNLIB_CACHE_DIR", shared_cache_dir(tmp_path_factory))
+    return shared_digits(tmp_path_factory)
+
+
+def test_trains_on_digits_under_a_minute_with_95_percent_test_accuracy(digits):
+    path, info = offline_classifier.build_classifier(dataset_kwargs(digits))
+    assert info["train_seconds"] < 60, info  # Measured when it was trained (possibly by an earlier test).
+    assert info["test_accuracy"] >= 0.95, info
+    assert info["num_test"] >= 150 and info["num_train"] + info["num_test"] == 1797
+    assert info["name"] == "shared-digits16-cnn" and info["num_classes"] == 10
+    assert path.startswith(os.environ["DNNLIB_CACHE_DIR"])
+
+    start = time.time()
+    again_path, again_info = offline_classifier.build_classifier(dataset_kwargs(digits))
+    assert again_path == path and again_info == info and time.time() - start < 10  # Cache hit, no retraining.
+
+
+def test_saved_model_is_plain_torchscript_with_detector_convention(digits):
+    path, info = offline_classifier.build_classifier(dataset_kwargs(digits))
+    model = torch.jit.load(path)  # No project code needed.
+    images = torch.randint(0, 256, [6, 1, 16, 16], dtype=torch.uint8)
+    logits, features = model(images), model(images, return_features=True)
+    assert logits.shape == (6, 10) and features.shape == (6, info["feature_dim"])
+    torch.testing.assert_close(model(images.repeat(1, 3, 1, 1)), logits)  # 3-channel copies of a grey image.
+    assert model(torch.randint(0, 256, [2, 3, 32, 32], dtype=torch.uint8)).shape == (2, 10)  # Other sizes resized.
+
+
+def test_class_consistency_of_real_test_images_is_at_least_the_accuracy(digits):
+    _path, info = offline_classifier.build_classifier(dataset_kwargs(digits))
+    dataset = metric_utils.dnnlib.util.construct_class_by_name(**dataset_kwargs(digits, use_labels=True))
+    test_idx = info["test_indices"]
+    images = np.stack([dataset[i][0] for i in test_idx])
+    labels = np.array([int(dataset.get_label(i).argmax()) for i in test_idx])
+    G = ImageBankGenerator(images, labels, c_dim=10)
+    res = metric_main.calc_metric("class_consistency", G=G, dataset_kwargs=dataset_kwargs(digits, use_labels=True),
+                                  device="cpu", num_gen_override=1000, seed=3)
+    assert res.results.class_consistency >= 0.95
+    assert res.results.class_consistency == pytest.approx(info["test_accuracy"], abs=0.03)
+    assert res.classifier["name"] == "shared-digits16-cnn"
+    (name, detector), = res.detectors.items()
+    assert name == os.path.basename(_path)[:-3] and detector["sha256"] == metric_utils.dnnlib.util.file_sha256(_path)
+
+
+def test_fingerprint_follows_content_not_timestamps(tmp_path):
+    rng = np.random.default_rng(0)
+    root = write_png_dataset(str(tmp_path / "d"), rng.integers(0, 255, [6, 1, 8, 8]), [0, 1, 0, 1, 0, 1])
+    kw = dict(path=root)
+    content, stat = metric_utils.dataset_fingerprint(kw, content=True), metric_utils.dataset_fingerprint(kw)
+    img = os.path.join(root, "00000", "img00000002.png")
+    os.utime(img, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    assert metric_utils.dataset_fingerprint(kw, content=True) == content
+    assert metric_utils.dataset_fingerprint(kw) != stat
+    PIL.Image.fromarray(np.zeros([8, 8], np.uint8)).save(img)
+    assert metric_utils.dataset_fingerprint(kw, content=True) != content
+    label_file = tmp_path / "labels.json"
+    label_file.write_text(json.dumps({"labels": [["00000/img00000000.png", 1]]}))
+    with_labels = metric_utils.dataset_fingerprint(dict(kw, label_file=str(label_file)), content=True)
+    label_file.write_text(json.dumps({"labels": [["00000/img00000000.png", 0]]}))
+    assert metric_utils.dataset_fingerprint(dict(kw, label_file=str(label_file)), content=True) != with_labels
+
+
+def test_command_line_reports_cached_model(digits):
+    result = CliRunner().invoke(offline_classifier.main, [f"--data={digits}"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    assert report["test_accuracy"] >= 0.95 and os.path.isfile(report["path"])
+
+
+def test_unlabelled_dataset_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("DNNLIB_CACHE_DIR", str(tmp_path / "cache"))
+    root = write_png_dataset(str(tmp_path / "plain"), np.zeros([4, 1, 8, 8], np.uint8), None)
+    with pytest.raises((ValueError, metric_utils.MetricError), match="no labels|no class labels"):
+        offline_classifier.build_classifier(dataset_kwargs(root))
+    shutil.rmtree(root)
