@@ -227,3 +227,18 @@ def test_wandb_offline_run_logs_losses(tmp_path, tiny_digits):
     records = open(wandb_file, "rb").read()  # wandb's record log; history keys are stored verbatim.
     for key in [b"Loss/G/loss", b"Loss/D/loss", b"Loss/scores/real"]:
         assert key in records, key
+
+
+@pytest.mark.slow
+def test_metrics_run_at_snapshots(tmp_path, tmp_path_factory, monkeypatch):
+    from tests.test_detectors import shared_cache_dir, shared_digits
+
+    monkeypatch.setenv("DNNLIB_CACHE_DIR", shared_cache_dir(tmp_path_factory))  # Classifier trained once per session.
+    data = shared_digits(tmp_path_factory)
+    trainer = run_tiny_training(str(tmp_path / "run"), data, iterations=1, metrics=["fd_cls", "class_consistency"])
+    for metric in ["fd_cls", "class_consistency"]:
+        lines = open(os.path.join(trainer.run_dir, f"metric-{metric}.jsonl")).read().splitlines()
+        assert len(lines) == 1
+        row = json.loads(lines[0])
+        assert row["metric"] == metric and np.isfinite(row["results"][metric])
+        assert row["snapshot_pkl"].endswith("network-snapshot-000000.pkl")
