@@ -83,15 +83,16 @@ def load_network_pkl(f, force_fp16=False):
 def _with_fp16(old):
     """Rebuild a network with num_fp16_res=4 and conv_clamp=256 (as upstream's --force_fp16)."""
     kwargs = copy.deepcopy(old.init_kwargs)
-    if "synthesis_kwargs" in kwargs:
-        fp16 = kwargs.synthesis_kwargs
+    if "synthesis_kwargs" in kwargs:  # Generator: the settings live in its synthesis kwargs.
+        kwargs["synthesis_kwargs"] = dict(kwargs["synthesis_kwargs"])
+        target = kwargs["synthesis_kwargs"]
     else:
-        fp16 = kwargs
-    fp16.num_fp16_res = 4
-    fp16.conv_clamp = 256
-    if kwargs == old.init_kwargs:
+        target = kwargs
+    if target.get("num_fp16_res") == 4 and target.get("conv_clamp") == 256:
         return old
-    new = type(old)(**kwargs).eval().requires_grad_(False)
+    target["num_fp16_res"] = 4
+    target["conv_clamp"] = 256
+    new = type(old)(*old.init_args, **kwargs).eval().requires_grad_(False)
     misc.copy_params_and_buffers(old, new, require_all=True)
     for name, value in old.__dict__.items():
         if name not in new.__dict__:
