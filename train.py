@@ -61,8 +61,6 @@ def launch_training(c, host, desc, outdir, dry_run):
 
     training_loop.write_training_options(run_dir, c)
     dnnlib.util.Logger(file_name=os.path.join(run_dir, "log.txt"), file_mode="a", should_flush=True)
-    if c.num_gpus > 1:
-        raise UserError("--gpus > 1 (multi-process training) is not supported yet; use --gpus=1")
     with tempfile.TemporaryDirectory():
         loop_kwargs = {k: v for k, v in c.items() if k not in ("plugins",)}
         return training_loop.training_loop(rank=0, host=host, **loop_kwargs)

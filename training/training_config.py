@@ -282,6 +282,8 @@ def build_config(opts, host):
     gpus = _default(opts, "gpus", 1)
     if gpus < 1:
         raise UserError("--gpus must be at least 1")
+    if gpus > 1:
+        raise UserError("--gpus > 1 (multi-process training) is not supported yet; use --gpus=1")
     c.num_gpus = gpus
     c.network_snapshot_ticks = c.image_snapshot_ticks = _default(opts, "snap", 50)
     if c.network_snapshot_ticks < 1:
