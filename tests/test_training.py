@@ -242,3 +242,10 @@ def test_metrics_run_at_snapshots(tmp_path, tmp_path_factory, monkeypatch):
         row = json.loads(lines[0])
         assert row["metric"] == metric and np.isfinite(row["results"][metric])
         assert row["snapshot_pkl"].endswith("network-snapshot-000000.pkl")
+
+
+def test_resume_url_offline_fails_before_training(tmp_path, tiny_digits, capsys, monkeypatch):
+    monkeypatch.setenv("DNNLIB_CACHE_DIR", str(tmp_path / "cache"))
+    err = cli_error([f"--outdir={tmp_path}/out", f"--data={tiny_digits}", "--metrics=none", "--resume=ffhq256"], capsys)
+    assert "--resume=ffhq256" in err and "ffhq-res256" in err and "place it at" in err
+    assert not os.path.exists(tmp_path / "out")

@@ -204,12 +204,14 @@ def apply_resume(c, opts, host):
     resume = opts.get("resume") or "noresume"
     if resume == "noresume":
         return ""
-    if resume in RESUME_SPECS:
-        c.resume_pkl = RESUME_SPECS[resume]
-        desc = f"-resume{resume}"
-    elif "://" in resume:
-        c.resume_pkl = resume
-        desc = "-resumecustom"
+    if resume in RESUME_SPECS or "://" in resume:
+        url = RESUME_SPECS.get(resume, resume)
+        try:  # Download (or find in the cache) now, so that an offline machine fails before training.
+            c.resume_pkl = dnnlib.util.open_url(url, return_filename=True)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"--resume={resume}: {exc}") from None
+        check_resume_file(c.resume_pkl, None, host)
+        desc = f"-resume{resume}" if resume in RESUME_SPECS else "-resumecustom"
     else:
         try:
             c.resume_pkl, c.resume_state = checkpoint.resolve_resume(resume)
