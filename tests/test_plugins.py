@@ -150,7 +150,13 @@ def test_noisytwins_utlo_train_resume_and_generate_without_plugins(tmp_path, tin
     shutil.copy(os.path.join(REPO, "legacy.py"), support / "legacy.py")
     shutil.copy(os.path.join(REPO, "generate.py"), support / "generate.py")
     script = textwrap.dedent(f"""
-        import sys
+        import importlib.abc, sys
+        class _Block(importlib.abc.MetaPathFinder):  # The project may be pip-installed: block it explicitly.
+            def find_spec(self, name, path=None, target=None):
+                if name.split('.')[0] in ('training', 'plugins'):
+                    raise ImportError('blocked: ' + name)
+                return None
+        sys.meta_path.insert(0, _Block())
         for name in ('plugins', 'training'):
             try:
                 __import__(name)
