@@ -18,6 +18,18 @@ import pytest
 import dnnlib
 from plugins.host import PluginHost, load_plugin_object
 
+# Prepend to a `python -c` script to make `training` and `plugins` unimportable in that process, e.g. to
+# prove that a snapshot runs without the code that trained it (even when the project is pip-installed).
+BLOCK_PROJECT_IMPORTS = """
+import importlib.abc, sys
+class _BlockProject(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('training', 'plugins'):
+            raise ImportError('blocked: ' + name)
+        return None
+sys.meta_path.insert(0, _BlockProject())
+"""
+
 
 def make_digits_dataset(dest, resolution=16, max_images=None, channels=None):
     """A labelled digits ZIP (scikit-learn's load_digits, shipped in its wheel; no download)."""

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from plugins.testing import BLOCK_PROJECT_IMPORTS
 from training.networks import Discriminator, Generator, MappingNetwork
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -179,14 +180,7 @@ def test_pickle_runs_in_fresh_process_without_project_on_path(tmp_path):
     support.mkdir()
     for pkg in ["dnnlib", "torch_utils"]:
         subprocess.run(["cp", "-r", os.path.join(REPO, pkg), str(support / pkg)], check=True)
-    script = textwrap.dedent(f"""
-        import importlib.abc, sys
-        class _Block(importlib.abc.MetaPathFinder):  # The project may be pip-installed: block it explicitly.
-            def find_spec(self, name, path=None, target=None):
-                if name.split('.')[0] in ('training', 'plugins'):
-                    raise ImportError('blocked: ' + name)
-                return None
-        sys.meta_path.insert(0, _Block())
+    script = BLOCK_PROJECT_IMPORTS + textwrap.dedent(f"""
         import pickle, sys, numpy as np, torch
         try:
             import training

@@ -14,7 +14,7 @@ import torch
 import train
 from plugins import PluginError, hookimpl
 from plugins.host import PluginHost, available_plugins
-from plugins.testing import build_host, run_tiny_training
+from plugins.testing import BLOCK_PROJECT_IMPORTS, build_host, run_tiny_training
 from training import checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -149,14 +149,7 @@ def test_noisytwins_utlo_train_resume_and_generate_without_plugins(tmp_path, tin
         shutil.copytree(os.path.join(REPO, pkg), support / pkg)
     shutil.copy(os.path.join(REPO, "legacy.py"), support / "legacy.py")
     shutil.copy(os.path.join(REPO, "generate.py"), support / "generate.py")
-    script = textwrap.dedent(f"""
-        import importlib.abc, sys
-        class _Block(importlib.abc.MetaPathFinder):  # The project may be pip-installed: block it explicitly.
-            def find_spec(self, name, path=None, target=None):
-                if name.split('.')[0] in ('training', 'plugins'):
-                    raise ImportError('blocked: ' + name)
-                return None
-        sys.meta_path.insert(0, _Block())
+    script = BLOCK_PROJECT_IMPORTS + textwrap.dedent(f"""
         for name in ('plugins', 'training'):
             try:
                 __import__(name)
