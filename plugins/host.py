@@ -137,13 +137,10 @@ class PluginHost:
                 if required not in self.plugins:
                     raise PluginError(f"plugin {name!r} needs plugin {required!r}; add it to --plugins")
         for hook_name in hookspecs.FIRSTRESULT_HOOKS:
-            owners = [self._impl_owner(impl) for impl in getattr(self.pm.hook, hook_name).get_hookimpls()]
+            owners = [impl.plugin_name for impl in getattr(self.pm.hook, hook_name).get_hookimpls()]
             if len(owners) > 1:
                 raise PluginError(f"plugins {' and '.join(repr(o) for o in owners)} both implement {hook_name}, "
                                   "which only one plugin may answer; enable only one of them")
-
-    def _impl_owner(self, impl):
-        return impl.plugin_name
 
     def versions(self):
         return {name: str(getattr(obj, "version", getattr(obj, "__version__", "unknown"))) for name, obj in self.plugins.items()}

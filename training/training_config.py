@@ -326,7 +326,3 @@ def build_config(opts, host):
     c.plugins = host.options_record()
     training_set.close()
     return c, desc
-
-
-def run_description(c):
-    return os.path.basename(c.run_dir)

@@ -388,7 +388,6 @@ class Trainer:
         if p > 0.8 and self.cur_tick % 10 == 0:
             self.log(f"Warning: augmentation probability p={p:.2f} is high: D overfits strongly; "
                      "consider more data, --mirror=1 or a smaller network.")
-        return tick_end_time
 
     def save_images(self, name):
         images = []
@@ -438,7 +437,7 @@ class Trainer:
         self.stats_metrics = dict()
 
     def end_tick(self, done):
-        tick_end_time = self.report_tick(done)
+        self.report_tick(done)
         maintenance_start = time.time()
         if self.c.abort_fn is not None and self.c.abort_fn():
             done = True
@@ -457,7 +456,6 @@ class Trainer:
         self.tick_start_nimg = self.cur_nimg
         self.tick_start_time = time.time()
         self.maintenance_time = self.tick_start_time - maintenance_start
-        del tick_end_time
         return done
 
     # ------------------------------------------------------------------ main loop
