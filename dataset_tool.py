@@ -31,10 +31,12 @@ import zipfile
 import click
 import numpy as np
 import PIL.Image
+import tqdm
 
 from training.dataset import DatasetError, is_power_of_two
 from training.dataset_sources import open_source
 
+PROGRESS_MIN_IMAGES = 5000  # Show a progress bar for conversions of at least this many images.
 RESIZE_FILTERS = {'box': PIL.Image.BOX, 'lanczos': PIL.Image.LANCZOS}
 
 # ----------------------------------------------------------------------------
@@ -204,7 +206,7 @@ def _convert_image(image, name, first, transform, channels):
 
 
 def convert_dataset(source, dest, max_images=None, resolution=None, transform=None, resize_filter='lanczos',
-                    channels=None, overwrite=False, log=print):
+                    channels=None, overwrite=False, log=print, show_progress=True):
     """Convert `source` (see dataset_sources.open_source) into a dataset at `dest`. Returns a summary dict."""
     start = time.time()
     dest = os.path.expanduser(str(dest))
@@ -222,19 +224,20 @@ def convert_dataset(source, dest, max_images=None, resolution=None, transform=No
     total = src.count if max_images is None else min(src.count, max_images)
 
     out = AtomicOutput(dest, overwrite)
+    # A progress bar for conversions that take more than a moment (Fashion-MNIST, photo folders).
+    progress = tqdm.tqdm(total=total, unit='img', desc='Converting', disable=(total < PROGRESS_MIN_IMAGES or not show_progress))
     try:
         labels = [] if src.has_labels else None
         first = {}
         for index, (name, image, label) in enumerate(src):
             if index >= total:
                 break
+            progress.update(1)
             result = _convert_image(image, f'{src.description}/{name}', first, convert, channels)
             archive_name = f'{index // 1000:05d}/img{index:08d}.png'
             out.add(archive_name, encode_png(result))
             if labels is not None:
                 labels.append([archive_name, label])
-            if (index + 1) % 10000 == 0:
-                log(f'  {index + 1}/{total} images')
         if not first:
             raise DatasetError(f'{src.description} yielded no images')
         meta = {'labels': labels}
@@ -243,6 +246,7 @@ def convert_dataset(source, dest, max_images=None, resolution=None, transform=No
         out.add('dataset.json', json.dumps(meta).encode('utf-8'))
         out.commit()
     finally:
+        progress.close()
         out.abort()
     shape = first['shape']
     num_classes = len({int(x[1]) for x in labels}) if labels and isinstance(labels[0][1], int) else None

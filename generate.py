@@ -74,9 +74,7 @@ def to_pil(array):
 
 
 def save_png(pil, path):
-    tmp = path + ".tmp"
-    pil.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    dnnlib.util.atomic_write(path, lambda f: pil.save(f, format="PNG"))
 
 
 def generate_seed_images(G, seeds, class_idx, truncation_psi, noise_mode, outdir, device):
@@ -118,12 +116,17 @@ def generate_video(G, seeds, class_idx, truncation_psi, noise_mode, path, frames
             frame = to_uint8(img)[0]
             frames.append(frame[:, :, 0] if frame.shape[2] == 1 else frame)
     ext = os.path.splitext(path)[1].lower()
-    tmp = path + ".tmp" + ext
-    if ext == ".gif":
-        imageio.mimsave(tmp, frames, duration=1 / 30, loop=0)
-    else:
-        imageio.mimsave(tmp, frames, fps=30)
-    os.replace(tmp, path)
+    with dnnlib.util.atomic_path(path) as tmp:
+        tmp_with_ext = tmp + ext  # imageio picks the format from the extension.
+        try:
+            if ext == ".gif":
+                imageio.mimsave(tmp_with_ext, frames, duration=1 / 30, loop=0)
+            else:
+                imageio.mimsave(tmp_with_ext, frames, fps=30)
+            os.replace(tmp_with_ext, tmp)
+        finally:
+            if os.path.exists(tmp_with_ext):
+                os.remove(tmp_with_ext)
     print(f"Wrote {path} ({len(frames)} frames)")
 
 

@@ -106,7 +106,7 @@ def _with_fp16(old):
 @click.option("--force-fp16", help="Force the networks to use FP16", type=bool, default=False, metavar="BOOL", show_default=True)
 def convert_network_pickle(source, dest, force_fp16):
     """Re-save a network pickle (e.g. to force FP16)."""
-    from training.checkpoint import atomic_write
+    from dnnlib.util import atomic_write
 
     print(f'Loading "{source}"...')
     with dnnlib.util.open_url(source) as f:

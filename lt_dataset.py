@@ -345,7 +345,13 @@ def _make_lt(src, imf, label_file, seed, order, reverse, dname, bands, shot_labe
         write_into_zip(src.path, files, overwrite, src.names)
     else:
         write_into_dir(src.path, files, overwrite)
-    log(f'wrote {", ".join(files)} into {src.path}')
+    kept, full = sum(meta['counts']), sum(meta['available'])
+    log(f'Wrote into {src.path}:')
+    for name in files:
+        what = {meta['subset']: f'the long-tailed subset ({kept} of {full} images)',
+                meta['full']: f'all {full} images with shot bands (reference set for metrics)'}.get(name, 'one shot band')
+        log(f'  {name:<24s} {what}')
+    log(f'Train on the subset with: python train.py --data={src.path} --cond=1 --subset={meta["subset"]} ...')
     return meta
 
 

@@ -106,7 +106,7 @@ CORE_OPTIONS = [
     click.Option(["--nhwc"], help="Use NHWC memory format with FP16", type=bool, metavar="BOOL"),
     click.Option(["--nobench"], help="Disable cuDNN benchmarking", type=bool, metavar="BOOL"),
     click.Option(["--allow-tf32"], help="Allow PyTorch to use TF32 internally", type=bool, metavar="BOOL"),
-    click.Option(["--workers"], help="Override number of DataLoader workers", type=int, metavar="INT"),
+    click.Option(["--workers"], help="Override number of DataLoader workers [default: min(3, cores - 1)]", type=int, metavar="INT"),
     # Logging.
     click.Option(["--tensorboard"], help="Write TensorBoard events when tensorboard is installed [default: true]", type=bool, metavar="BOOL"),
     click.Option(["--wandb"], help="Log to Weights & Biases", is_flag=True),

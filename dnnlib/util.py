@@ -3,6 +3,7 @@
 `EasyDict` must stay defined in this module: network pickles reference it as `dnnlib.util.EasyDict`.
 """
 
+import contextlib
 import ctypes
 import fnmatch
 import hashlib
@@ -287,6 +288,47 @@ def copy_files_and_create_dirs(files: List[Tuple[str, str]]) -> None:
 
 
 # ----------------------------------------------------------------------------
+# Atomic file output: readers never see a partial file, and an interrupted write loses nothing.
+
+
+@contextlib.contextmanager
+def atomic_path(path: str):
+    """Yield a temporary path beside `path`; when the block ends without error, rename it over `path`.
+
+    The temporary file is created by whoever writes it (open(), PIL, torch.save...), so it gets the
+    permissions of any new file: 0666 less the user's umask, like the files a user makes by hand.
+    On error or interrupt the temporary file is removed and the previous `path` is left intact.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp_path = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        try:
+            os.remove(tmp_path)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write(path: str, write_fn, mode: str = "wb", encoding: Optional[str] = None) -> str:
+    """Call write_fn(file) on a temporary file beside `path`, flush it to disk, then rename it over `path`."""
+    if "b" not in mode and encoding is None:
+        encoding = "utf-8"
+    with atomic_path(path) as tmp_path:
+        with open(tmp_path, mode.replace("w", "x"), encoding=encoding) as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+    return path
+
+
+def atomic_write_text(path: str, text: str) -> str:
+    return atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+# ----------------------------------------------------------------------------
 # URLs: local paths, file:// URLs and http(s) downloads with a cache.
 
 
@@ -364,10 +406,7 @@ def open_url(url: str, cache_dir: str = None, num_attempts: int = 10, verbose: b
 
     if cache:
         os.makedirs(cache_dir, exist_ok=True)
-        tmp_path = os.path.join(cache_dir, f"tmp_{uuid.uuid4().hex}_{os.path.basename(cache_path)}")
-        with open(tmp_path, "wb") as f:
-            f.write(data)
-        os.replace(tmp_path, cache_path)
+        atomic_write(cache_path, lambda f: f.write(data))
         if return_filename:
             return cache_path
     return io.BytesIO(data)

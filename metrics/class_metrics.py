@@ -49,7 +49,7 @@ def _real_per_class(opts, detector_url, detector_kwargs, dataset_kwargs, **stats
 
 
 def compute_intra_class_fd(opts, metric, num_gen, detector_url, detector_kwargs):
-    """Mean over classes of the Frechet distance between per-class reals and per-class fakes."""
+    """{metric: mean over classes of the Frechet distance between per-class reals and fakes, metric_c<k>: per class}."""
     c_dim = require_conditional(opts, metric)
     ref = metric_utils.reference_dataset_kwargs(opts)
     real = _real_per_class(opts, detector_url, detector_kwargs, ref, capture_mean_cov=True)
@@ -61,9 +61,14 @@ def compute_intra_class_fd(opts, metric, num_gen, detector_url, detector_kwargs)
         opts=opts, detector_url=detector_url, detector_kwargs=detector_kwargs, capture_mean_cov=True,
         max_items=per_class * len(classes), fake_labels={"balanced": classes}, dataset_kwargs=ref, group_by_class=True)
     if opts.rank != 0:
-        return float("nan")
-    fds = [frechet_inception_distance.frechet_distance_from_stats(real[k], gen[k]) for k in classes if k in gen]
-    return float(np.mean(fds))
+        return {metric: float("nan")}
+    fds = {k: frechet_inception_distance.frechet_distance_from_stats(real[k], gen[k]) for k in classes if k in gen}
+    return {metric: float(np.mean(list(fds.values()))), **per_class_results(metric, fds)}
+
+
+def per_class_results(metric, values):
+    """{metric_c<k>: value} for a {class index: value} dict (read by training/report.py as per-class bars)."""
+    return {f"{metric}_c{k}": float(v) for k, v in sorted(values.items())}
 
 
 def compute_shot_distances(opts, metric, kind, bands, num_gen, detector_url, detector_kwargs, prefix,
@@ -118,6 +123,8 @@ def compute_class_consistency(opts, metric, num_gen, classifier_path):
         raise MetricError(f"metric '{metric}': the conditioning labels are not one-hot class labels")
     correct = logits.argmax(axis=1) == labels
     results = dict(class_consistency=float(correct[valid].mean()))
+    results.update(per_class_results("class_consistency", {int(k): correct[valid & (labels == k)].mean()
+                                                           for k in np.unique(labels[valid])}))
     lt = metric_utils.read_lt_info(opts.dataset_kwargs)
     if lt is not None and isinstance(lt.get("bands"), dict):
         band_of = _band_of(lt)
@@ -155,7 +162,7 @@ def compute_intra_class_diversity(opts, metric, num_gen, classifier_path):
     div = {k: v for k, v in div.items() if np.isfinite(v)}
     if not div:
         raise MetricError(f"metric '{metric}': too few fakes per class to measure diversity")
-    results = dict(div_cls=float(np.mean(list(div.values()))))
+    results = dict(div_cls=float(np.mean(list(div.values()))), **per_class_results("div_cls", div))
     lt = metric_utils.read_lt_info(opts.dataset_kwargs)
     if lt is not None and isinstance(lt.get("bands"), dict):
         for band in BANDS:

@@ -21,6 +21,7 @@ Names (fakes vs reals; "full" = all reals):
   fd_cls / kd_cls (10k fakes, all reals; the network may be unconditional), ifd_cls (intra-class FD, 10k fakes), fd_cls_shots / fd_cls_shots_all / kd_cls_shots /
   kd_cls_shots_all (shot bands, 10k fakes per band), class_consistency (10k fakes, + per band with a
   long-tailed label file), div_cls (intra-class diversity, 10k fakes, + per band).
+  ifid50k_full, ifd_cls, class_consistency and div_cls also report each class as ``<name>_c<k>``.
 
 Each result line also records the detectors used (name, SHA-256, where found), the classifier's
 held-out accuracy for *_cls metrics, and the reference data.
@@ -235,9 +236,8 @@ _INCEPTION_FEATURES = dict(return_features=True)
 @register_metric(needs_labels=True)
 def ifid50k_full(opts):
     opts.dataset_kwargs.update(max_size=None, xflip=False)
-    ifid = class_metrics.compute_intra_class_fd(opts, "ifid50k_full", num_gen=opts.num_gen(50000),
+    return class_metrics.compute_intra_class_fd(opts, "ifid50k_full", num_gen=opts.num_gen(50000),
                                                 detector_url=detectors.INCEPTION_URL, detector_kwargs=_INCEPTION_FEATURES)
-    return dict(ifid50k_full=ifid)
 
 
 def _inception_shots(opts, metric, kind, bands):
@@ -296,9 +296,8 @@ def kd_cls(opts):
 @register_metric(needs_labels=True)
 def ifd_cls(opts):
     path = _classifier(opts)
-    ifd = class_metrics.compute_intra_class_fd(opts, "ifd_cls", num_gen=opts.num_gen(10000), detector_url=path,
-                                               detector_kwargs=_CLS_FEATURES)
-    return dict(ifd_cls=ifd)
+    return class_metrics.compute_intra_class_fd(opts, "ifd_cls", num_gen=opts.num_gen(10000), detector_url=path,
+                                                detector_kwargs=_CLS_FEATURES)
 
 
 def _cls_shots(opts, metric, kind, bands):

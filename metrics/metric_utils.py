@@ -18,7 +18,6 @@ import hashlib
 import os
 import pickle
 import sys
-import uuid
 
 import numpy as np
 import torch
@@ -230,10 +229,7 @@ class FeatureStats:
 
 def _atomic_pickle(obj, path):
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-    with open(tmp, "wb") as f:
-        pickle.dump(obj, f)
-    os.replace(tmp, path)
+    dnnlib.util.atomic_write(path, lambda f: pickle.dump(obj, f))
 
 
 def gather_rows(x, num_gpus):

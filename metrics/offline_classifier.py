@@ -25,7 +25,6 @@ import json
 import os
 import sys
 import time
-import uuid
 
 import click
 import numpy as np
@@ -244,12 +243,10 @@ def build_classifier(dataset_kwargs, out=None, seed=0, steps=None, verbose=True,
                 test_accuracy=test_acc, steps=steps, seed=seed, train_seconds=round(time.time() - start, 2),
                 test_indices=[int(i) for i in index[test]])
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-    torch.jit.script(model).save(tmp)
-    with open(os.path.splitext(path)[0] + ".json.tmp", "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=1)
-    os.replace(os.path.splitext(path)[0] + ".json.tmp", os.path.splitext(path)[0] + ".json")
-    os.replace(tmp, path)
+    scripted = torch.jit.script(model)
+    # The info file first: a model file on disk always has its info beside it.
+    dnnlib.util.atomic_write_text(os.path.splitext(path)[0] + ".json", json.dumps(info, indent=1))
+    dnnlib.util.atomic_write(path, lambda f: torch.jit.save(scripted, f))
     if verbose:
         print(f"Offline classifier '{name}-cnn': test accuracy {test_acc:.4f} after {info['train_seconds']:.1f} s -> {path}", flush=True)
     return path, info

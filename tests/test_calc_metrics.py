@@ -58,7 +58,8 @@ def test_snapshot_to_jsonl_lines_for_fd_cls_and_class_consistency(tmp_path, digi
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=dict(os.environ))
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
-    for metric, keys in [("fd_cls", ["fd_cls"]), ("class_consistency", ["class_consistency"])]:
+    per_class = [f"class_consistency_c{k}" for k in range(10)]  # One value per class, for the run report's bars.
+    for metric, keys in [("fd_cls", ["fd_cls"]), ("class_consistency", sorted(["class_consistency", *per_class]))]:
         with open(tmp_path / "run" / f"metric-{metric}.jsonl") as f:
             lines = f.read().splitlines()
         assert len(lines) == 1
@@ -70,7 +71,9 @@ def test_snapshot_to_jsonl_lines_for_fd_cls_and_class_consistency(tmp_path, digi
         assert line["classifier"]["name"] == "shared-digits16-cnn" and line["classifier"]["test_accuracy"] >= 0.95
         (name, det), = line["detectors"].items()
         assert name.startswith("shared-digits16-cnn-") and len(det["sha256"]) == 64
-    assert json.loads(lines[0])["results"]["class_consistency"] <= 1
+    results = json.loads(lines[0])["results"]
+    assert results["class_consistency"] <= 1
+    assert results["class_consistency"] == pytest.approx(np.mean([results[k] for k in per_class]), abs=0.05)
 
     # A second evaluation appends a second complete line.
     assert run_cli([f"--network={snap}", "--metrics=class_consistency", "--num-gen=100", "--verbose=0"]).exit_code == 0

@@ -365,3 +365,12 @@ def test_interrupted_write_leaves_nothing(tmp_path, class_folder, monkeypatch):
         with pytest.raises(KeyboardInterrupt):
             dataset_tool.convert_dataset(str(src), str(dest), log=lambda *a: None)
         _assert_nothing_written(tmp_path, dest)
+
+
+def test_progress_bar_for_large_conversions_only(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(dataset_tool, 'PROGRESS_MIN_IMAGES', 100)
+    dataset_tool.convert_dataset('digits:16', str(tmp_path / 'small.zip'), max_images=50)
+    assert 'Converting' not in capsys.readouterr().err
+    dataset_tool.convert_dataset('digits:16', str(tmp_path / 'large.zip'), max_images=150)
+    err = capsys.readouterr().err
+    assert 'Converting' in err and '150/150' in err

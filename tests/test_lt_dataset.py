@@ -252,3 +252,11 @@ def test_interrupted_write_leaves_nothing(tmp_path, digits_copy, monkeypatch):
         lt_dataset.make_lt(digits_copy, 10, log=lambda *a: None)
     assert open(digits_copy, 'rb').read() == before
     assert [n for n in os.listdir(os.path.dirname(digits_copy)) if '.tmp-' in n] == []
+
+
+def test_cli_says_what_it_wrote_and_where(tmp_path):
+    source = make_label_dir(tmp_path / 'syn', [20] * 10)
+    out = ok('--source', source, '--imf', 2).output
+    assert f'Wrote into {source}:' in out
+    assert 'lt_2.json' in out and 'long-tailed subset' in out and 'lt_2_full.json' in out
+    assert '--subset=lt_2.json' in out

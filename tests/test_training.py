@@ -28,10 +28,30 @@ def run_train(args, expect_ok=True):
     return result
 
 
+def assert_files_follow_umask(directory, expected_mode=0o644):
+    """Every file under `directory` has the permissions of a new file under umask 022 (not mkstemp's 0600)."""
+    checked = 0
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            mode = os.stat(os.path.join(root, name)).st_mode & 0o777
+            assert mode == expected_mode, f"{os.path.join(root, name)}: mode {mode:o}, expected {expected_mode:o}"
+            checked += 1
+    assert checked > 0
+
+
 @pytest.mark.slow
 def test_two_ticks_then_generate(tmp_path, tiny_digits):
+    old_umask = os.umask(0o022)  # Inherited by the train.py and generate.py processes.
+    try:
+        _two_ticks_then_generate(tmp_path, tiny_digits)
+    finally:
+        os.umask(old_umask)
+
+
+def _two_ticks_then_generate(tmp_path, tiny_digits):
     run_train([f"--outdir={tmp_path}", f"--data={tiny_digits}", "--cond=1", *TINY_ARGS])
     (run_dir,) = glob.glob(str(tmp_path / "00000-*"))
+    assert_files_follow_umask(run_dir)  # Snapshots, training state, grids, JSON, logs.
     for name in ["log.txt", "stats.jsonl", "training_options.json", "reals.png", "fakes_init.png"]:
         assert os.path.isfile(os.path.join(run_dir, name)), name
     rows = [json.loads(line) for line in open(os.path.join(run_dir, "stats.jsonl"))]
@@ -52,6 +72,7 @@ def test_two_ticks_then_generate(tmp_path, tiny_digits):
                              "--seeds=0-2", "--class=4", f"--outdir={out}"], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(out)) == ["seed0000.png", "seed0001.png", "seed0002.png"]
+    assert_files_follow_umask(out)
     options = json.load(open(os.path.join(run_dir, "training_options.json")))
     assert options["batch_size"] == 8 and options["training_set_kwargs"]["use_labels"] is True
 

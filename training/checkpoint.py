@@ -12,35 +12,15 @@ import glob
 import os
 import pickle
 import re
-import tempfile
 
 import numpy as np
 import PIL.Image
 import torch
 
+from dnnlib.util import atomic_write
+
 SNAPSHOT_RE = re.compile(r"network-snapshot-(\d+)\.pkl$")
 UPSTREAM_DATASET_KEYS = ("class_name", "path", "resolution", "use_labels", "max_size", "xflip", "random_seed")
-
-
-def atomic_write(path, write_fn, mode="wb"):
-    """Call write_fn(file) on a temporary file beside path, then rename it over path.
-
-    An interrupted write (exception, Ctrl-C, kill) leaves the previous file intact and no partial file.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        try:
-            os.remove(tmp_path)
-        except OSError:
-            pass
-        raise
 
 
 def snapshot_kimg(path):

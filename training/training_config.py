@@ -18,8 +18,11 @@ CFG_SPECS = {
     "paper512": dict(ref_gpus=8, kimg=25000, mb=64, mbstd=8, fmaps=1, lrate=0.0025, gamma=0.5, ema=20, ramp=None, map=8),
     "paper1024": dict(ref_gpus=8, kimg=25000, mb=32, mbstd=4, fmaps=1, lrate=0.002, gamma=2, ema=10, ramp=None, map=8),
     "cifar": dict(ref_gpus=2, kimg=100000, mb=64, mbstd=32, fmaps=1, lrate=0.0025, gamma=0.01, ema=500, ramp=0.05, map=2),
-    # Small networks for 16-32 px data that train on a laptop CPU in minutes.
-    "tiny": dict(ref_gpus=1, kimg=200, mb=32, mbstd=4, fmaps=-1, lrate=0.0025, gamma=0.05, ema=2, ramp=0.05, map=2,
+    # Small networks for 16-32 px data that train on a laptop CPU in minutes. Batch 16, twice sg2ada's learning
+    # rate and, as in NVIDIA's cifar preset, no path-length regularisation or style mixing. Measured on 16 px
+    # digits without ADA (class consistency, 2000 fakes): 0.90 at 9 kimg and 0.98 at 12, where batch 32 with
+    # lrate 0.0025 gave 0.52 at 12 and 0.68 at 15, lrate 0.005 0.79 and 0.91.
+    "tiny": dict(ref_gpus=1, kimg=200, mb=16, mbstd=4, fmaps=-1, lrate=0.005, gamma=0.05, ema=2, ramp=0.05, map=2,
                  z_dim=64, w_dim=64, channel_base=2048, channel_max=64, tick=1),
 }
 
@@ -30,6 +33,23 @@ RESUME_SPECS = {
     "celebahq256": "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/transfer-learning-source-nets/celebahq-res256-mirror-paper256-kimg100000-ada-target0.5.pkl",
     "lsundog256": "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/transfer-learning-source-nets/lsundog-res256-paper256-kimg100000-noaug.pkl",
 }
+
+
+def available_cpus():
+    """CPU cores this process may run on (the affinity mask, which containers and schedulers set)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows.
+        return os.cpu_count() or 1
+
+
+def default_num_workers():
+    """NVIDIA's 3 DataLoader workers, but leave one core to the training process itself.
+
+    On a 2-core laptop or CI machine that is 1 worker (3 would oversubscribe the cores, and
+    PyTorch warns about it); on a 1-core machine the main process loads the data.
+    """
+    return max(0, min(3, available_cpus() - 1))
 
 
 def _default(opts, key, value):
@@ -115,9 +135,10 @@ def apply_cfg(c, opts, training_set, gpus):
     c.ema_kimg = spec.ema
     c.ema_rampup = spec.ramp
     c.kimg_per_tick = spec.get("tick", 4)
-    if cfg == "cifar":
+    if cfg in ("cifar", "tiny"):
         c.loss_kwargs.pl_weight = 0  # disable path length regularization
         c.loss_kwargs.style_mixing_prob = 0  # disable style mixing
+    if cfg == "cifar":
         c.D_kwargs.architecture = "orig"  # disable residual skip connections
     return cfg, spec
 
@@ -293,7 +314,7 @@ def build_config(opts, host):
     c.random_seed = _default(opts, "seed", 0)
     c.device = _default(opts, "device", "auto")
     c.metrics = validate_metrics(opts, host)
-    c.data_loader_kwargs = dnnlib.EasyDict(pin_memory=True, num_workers=3, prefetch_factor=2)
+    c.data_loader_kwargs = dnnlib.EasyDict(pin_memory=True, num_workers=default_num_workers(), prefetch_factor=2)
 
     c.training_set_kwargs, training_set, desc = build_dataset_kwargs(opts)
     cfg, _spec = apply_cfg(c, opts, training_set, gpus)
@@ -306,6 +327,7 @@ def build_config(opts, host):
         desc += f"-freezed{opts.freezed:d}"
     apply_performance(c, opts)
     c.fake_labels = _default(opts, "fake_labels", "dataset")
+    c.run_report = True
     c.loggers = dnnlib.EasyDict(tensorboard=_default(opts, "tensorboard", "auto"), wandb=bool(opts.get("wandb")),
                                 wandb_project=opts.get("wandb_project"), wandb_name=opts.get("wandb_name"),
                                 wandb_mode=opts.get("wandb_mode"))

@@ -9,6 +9,7 @@ report_tick -> save_images -> save_network -> run_metrics -> write_stats. Plugin
 import copy
 import json
 import os
+import re
 import time
 
 import numpy as np
@@ -68,6 +69,7 @@ class Trainer:
         abort_fn=None,              # Callback that determines whether to abort training.
         progress_fn=None,           # Callback function for updating training progress.
         max_iterations=None,        # Stop after this many iterations of this process (tests, benchmarks).
+        run_report=False,           # Refresh RUN_DIR/report.html at each network snapshot (needs matplotlib)?
     ):
         self.c = dnnlib.EasyDict(locals())
         del self.c["self"]
@@ -184,6 +186,9 @@ class Trainer:
         self.maintenance_time = 0.0
         self.stats_collector = training_stats.Collector(regex=".*")
         self.stats_metrics = dict()
+        self.last_grid = None  # Path of the newest sample grid, for the end-of-run summary.
+        self.last_metrics = dict()  # {metric: results} of the newest snapshot.
+        self.report_hint_shown = False
 
     def setup_data_iterator(self):
         sampler = misc.InfiniteSampler(dataset=self.training_set, rank=self.rank, num_replicas=self.num_gpus,
@@ -395,7 +400,8 @@ class Trainer:
             for z, c in zip(self.grid_z, self.grid_c):
                 images.append(self.G_ema(z=z, c=c, noise_mode="const").cpu())
         images = torch.cat(images).numpy()
-        checkpoint.save_image_grid(images, os.path.join(self.run_dir, name), drange=[-1, 1], grid_size=self.grid_size)
+        self.last_grid = os.path.join(self.run_dir, name)
+        checkpoint.save_image_grid(images, self.last_grid, drange=[-1, 1], grid_size=self.grid_size)
         for extra_name, extra_images in self.host.snapshot_images(G_ema=self.G_ema, grid_z=self.grid_z,
                                                                    grid_c=self.grid_c).items():
             checkpoint.save_image_grid(extra_images, os.path.join(self.run_dir, f"{extra_name}{name[5:]}"),
@@ -427,6 +433,7 @@ class Trainer:
             if self.rank == 0:
                 metric_main.report_metric(result_dict, run_dir=self.run_dir, snapshot_pkl=snapshot_pkl)
             self.stats_metrics.update(result_dict.results)
+            self.last_metrics[metric] = result_dict.results
 
     def write_stats(self, timestamp):
         self.stats_collector.update()
@@ -450,6 +457,8 @@ class Trainer:
                 snapshot_pkl = self.save_network()
                 self.run_metrics(snapshot_pkl)
         self.write_stats(timestamp=time.time())
+        if snap and self.c.run_report and self.rank == 0:
+            self.refresh_report()
         if self.c.progress_fn is not None:
             self.c.progress_fn(self.cur_nimg // 1000, self.c.total_kimg)
         self.cur_tick += 1
@@ -457,6 +466,33 @@ class Trainer:
         self.tick_start_time = time.time()
         self.maintenance_time = self.tick_start_time - maintenance_start
         return done
+
+    def refresh_report(self):
+        from training import report
+
+        if not report.matplotlib_available():
+            if not self.report_hint_shown:
+                self.log("Notice: no run report (report.html with plots): it needs matplotlib; "
+                         "pip install matplotlib, then python -m training.report RUN_DIR at any time.")
+                self.report_hint_shown = True
+            return
+        try:
+            report.write_report(self.run_dir)
+        except Exception as exc:  # A plotting problem must never stop a training run.
+            self.log(f"Warning: the run report was not refreshed: {exc.__class__.__name__}: {exc}")
+
+    def print_summary(self):
+        """Where the results are, and the final metrics, once the run has finished."""
+        self.log("")
+        self.log(f"Finished at kimg {self.cur_nimg / 1000:g} after {dnnlib.util.format_time(time.time() - self.start_time)}.")
+        if self.last_grid is not None:
+            self.log(f"Final samples: {self.last_grid}")
+        for metric, results in self.last_metrics.items():
+            shown = {k: v for k, v in results.items() if not re.match(r".+_c\d+$", k)}  # Per-class values: see the report.
+            self.log(f"Final {metric}: " + ", ".join(f"{k} = {v:.4f}" for k, v in shown.items())
+                     + f" (recorded in {os.path.join(self.run_dir, 'metric-' + metric + '.jsonl')})")
+        if os.path.isfile(os.path.join(self.run_dir, "report.html")):
+            self.log(f"Run report: {os.path.join(self.run_dir, 'report.html')}")
 
     # ------------------------------------------------------------------ main loop
 
@@ -484,6 +520,7 @@ class Trainer:
         if self.loggers is not None:
             self.loggers.close()
         self.host.on_train_end(trainer=self)
+        self.print_summary()
         self.log("Exiting...")
 
     def log(self, message):
@@ -505,5 +542,4 @@ def training_loop(**kwargs):
 
 def write_training_options(run_dir, options):
     """training_options.json, written atomically."""
-    text = json.dumps(options, indent=2)
-    checkpoint.atomic_write(os.path.join(run_dir, "training_options.json"), lambda f: f.write(text), mode="w")
+    dnnlib.util.atomic_write_text(os.path.join(run_dir, "training_options.json"), json.dumps(options, indent=2))

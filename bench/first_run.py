@@ -1,0 +1,111 @@
+"""Run the README's first command verbatim, as a newcomer would, and print its wall time and class consistency.
+
+    python bench/first_run.py                    # in a copy of this tree, in a fresh virtual environment
+    python bench/first_run.py --in-place         # in this tree itself (CI does this on its clean clone)
+    python bench/first_run.py --min-consistency=0.8 --then-tests   # what .ci/run does
+
+The command is the first line of the README's first ```bash block that is not a comment; the test
+command is the next such line. The virtual environment is created with `python -m venv` (no extras, no
+packages of this machine), and the command runs in it with bash, exactly as written. The wall time
+counts the venv creation and everything the command does (install, dataset, training, metric).
+"""
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONSISTENCY_RE = re.compile(r"Final class_consistency: class_consistency = ([0-9.]+)")
+
+
+def readme_commands(readme_path):
+    """(first command, test command): the first two non-comment lines of the README's first ```bash block."""
+    with open(readme_path, "r", encoding="utf-8") as f:
+        text = f.read()
+    m = re.search(r"```bash\n(.*?)```", text, flags=re.S)
+    if m is None:
+        raise SystemExit(f"{readme_path}: no ```bash block; the README must begin with the first-run command")
+    lines = [line.strip() for line in m.group(1).splitlines()]
+    commands = [line for line in lines if line and not line.startswith("#")]
+    if len(commands) < 2:
+        raise SystemExit(f"{readme_path}: the first ```bash block needs two commands (first run, tests); found {commands}")
+    return commands[0], commands[1]
+
+
+def copy_tree(src, dest):
+    """Copy the files git knows about (tracked, and untracked but not ignored): a clean checkout of this tree."""
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=src,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        if not os.path.isfile(os.path.join(src, rel)):
+            continue  # Deleted but still in the index.
+        os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+        shutil.copy2(os.path.join(src, rel), os.path.join(dest, rel))
+
+
+def run_in_venv(command, cwd, venv):
+    """Run `command` with bash in `venv` (activated as `source bin/activate` would); stream and return output."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env.update(VIRTUAL_ENV=venv, PATH=os.path.join(venv, "bin") + os.pathsep + env.get("PATH", ""), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(["bash", "-c", command], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, bufsize=1)
+    output = []
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        output.append(line)
+    return proc.wait(), "".join(output)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--in-place", action="store_true", help="run in this tree instead of a copy of it")
+    parser.add_argument("--min-consistency", type=float, help="exit 1 when the printed class consistency is lower")
+    parser.add_argument("--then-tests", action="store_true", help="then run the README's test command in the same venv")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary copy and venv (their path is printed)")
+    args = parser.parse_args()
+
+    first, tests = readme_commands(os.path.join(REPO, "README.md"))
+    scratch = tempfile.mkdtemp(prefix="first-run-")
+    try:
+        workdir = REPO if args.in_place else os.path.join(scratch, "repo")
+        if not args.in_place:
+            copy_tree(REPO, workdir)
+        venv = os.path.join(scratch, "venv")
+        print(f"README first command: {first}\nin {workdir}, venv {venv}\n", flush=True)
+        start = time.time()
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        rc, output = run_in_venv(first, workdir, venv)
+        wall = time.time() - start
+        m = CONSISTENCY_RE.findall(output)
+        consistency = float(m[-1]) if m else None
+        print(f"\nfirst command: exit code {rc}, wall time {wall:.0f} s ({wall / 60:.1f} min, venv and install included), "
+              f"class consistency {consistency if consistency is not None else 'not printed'}", flush=True)
+        if rc != 0:
+            return rc
+        if args.min_consistency is not None:
+            if consistency is None:
+                print("error: the run did not print its final class consistency", flush=True)
+                return 1
+            if consistency < args.min_consistency:
+                print(f"error: class consistency {consistency:.3f} is below {args.min_consistency}", flush=True)
+                return 1
+        if args.then_tests:
+            print(f"\nREADME test command: {tests}\n", flush=True)
+            rc, _output = run_in_venv(tests, workdir, venv)
+            return rc
+        return 0
+    finally:
+        if args.keep:
+            print(f"kept {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
