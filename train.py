@@ -3,19 +3,21 @@
   python train.py --outdir=training-runs --data=datasets/digits32.zip --cond=1 --cfg=tiny --kimg=10
   python train.py --plugins=noisytwins,utlo --help      # lists the plugins' options too
   python train.py --list-plugins
+  python train.py --outdir=training-runs --config=training-runs/00000-.../training_options.json   # replay a run
 """
 
 import json
 import os
 import re
+import shutil
 import sys
-import tempfile
 
 import click
 
 import dnnlib
 from plugins import PluginError
-from plugins.host import PluginHost, available_plugins, load_plugin_object, parse_plugin_list
+from plugins.host import PluginHost, available_plugins, find_plugin, make_plugin_kwargs, parse_plugin_list
+from training import checkpoint
 from training.training_config import UserError, build_config
 
 # ----------------------------------------------------------------------------- launching
@@ -31,10 +33,9 @@ def next_run_dir(outdir, desc):
     return os.path.join(outdir, f"{cur_run_id:05d}-{desc}")
 
 
-def launch_training(c, host, desc, outdir, dry_run):
-    dnnlib.util.Logger(should_flush=True)
+def launch_training(c, desc, outdir, dry_run):
+    console = dnnlib.util.Logger(should_flush=True)
     run_dir = next_run_dir(outdir, desc)
-    assert not os.path.exists(run_dir)
     c.run_dir = run_dir
 
     print()
@@ -49,21 +50,56 @@ def launch_training(c, host, desc, outdir, dry_run):
     print(f"Image resolution:   {c.training_set_kwargs.resolution}")
     print(f"Conditional model:  {c.training_set_kwargs.use_labels}")
     print(f"Dataset x-flips:    {c.training_set_kwargs.xflip}")
-    print(f"Plugins:            {', '.join(host.plugins) or 'none'}")
+    print(f"Plugins:            {', '.join(c.plugin_kwargs) or 'none'}")
     print()
     if dry_run:
         print("Dry run; exiting.")
         return None
 
     print("Creating output directory...")
+    created_outdir = not os.path.isdir(outdir)
     os.makedirs(run_dir)
     from training import training_loop
 
     training_loop.write_training_options(run_dir, c)
-    dnnlib.util.Logger(file_name=os.path.join(run_dir, "log.txt"), file_mode="a", should_flush=True)
-    with tempfile.TemporaryDirectory():
-        loop_kwargs = {k: v for k, v in c.items() if k not in ("plugins",)}
-        return training_loop.training_loop(rank=0, host=host, **loop_kwargs)
+    logger = dnnlib.util.Logger(file_name=os.path.join(run_dir, "log.txt"), file_mode="a", should_flush=True)
+    try:
+        return training_loop.training_loop(rank=0, **c)
+    except BaseException:
+        logger.close()
+        console.close()  # The error message goes to stderr again.
+        # Nothing worth keeping before the first snapshot: leave no half-made run directory behind.
+        if checkpoint.latest_snapshot(run_dir) is None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if created_outdir and os.path.isdir(outdir) and not os.listdir(outdir):
+                os.rmdir(outdir)
+        raise
+
+
+def load_run_config(path):
+    """The config tree of a training_options.json (nested dicts become EasyDicts)."""
+    def easy(value):
+        if isinstance(value, dict):
+            return dnnlib.EasyDict({k: easy(v) for k, v in value.items()})
+        if isinstance(value, list):
+            return [easy(v) for v in value]
+        return value
+
+    try:
+        with open(os.path.expanduser(path), "r", encoding="utf-8") as f:
+            c = easy(json.load(f))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--config={path}: cannot read it as JSON: {exc}") from None
+    missing = [k for k in ("training_set_kwargs", "G_kwargs", "D_kwargs", "loss_kwargs", "batch_size") if k not in c]
+    if missing:
+        raise UserError(f"--config={path}: not a training_options.json written by train.py (no {', '.join(missing)})")
+    if "plugin_kwargs" not in c:
+        c.plugin_kwargs = dnnlib.EasyDict()
+        if c.get("plugins"):
+            raise UserError(f"--config={path}: written by an older train.py that kept plugin options outside the "
+                            "config; start the run again with its command line instead")
+    c.pop("run_dir", None)
+    return c
 
 
 # ----------------------------------------------------------------------------- command line
@@ -78,7 +114,7 @@ CORE_OPTIONS = [
     click.Option(["-n", "--dry-run"], help="Print training options and exit", is_flag=True),
     click.Option(["--device"], help="cpu, cuda, cuda:N, mps or auto [default: auto]", type=str, metavar="DEV"),
     # Dataset.
-    click.Option(["--data"], help="Training data (directory or zip)", metavar="PATH", required=True),
+    click.Option(["--data"], help="Training data (directory or zip)", metavar="PATH"),
     click.Option(["--cond"], help="Train conditional model based on dataset labels [default: false]", type=bool, metavar="BOOL"),
     click.Option(["--subset"], help="Train with only N images (seeded), or the images listed in a label-subset JSON "
                                     "(e.g. lt_dataset.py output) [default: all]", type=str, metavar="INT|JSON"),
@@ -115,72 +151,97 @@ CORE_OPTIONS = [
     click.Option(["--wandb-mode"], help="W&B mode (online, offline) [default: WANDB_MODE or online]", type=click.Choice(["online", "offline"])),
     # Plugins (parsed before the command is built; listed here for --help).
     click.Option(["--plugins"], help="Comma-separated plugins to enable (built-in names, entry points, modules or .py files)", type=str),
+    click.Option(["--config"], help="Replay a run: its training_options.json (plugins and their options included)", metavar="JSON"),
 ]
 
 
-def build_command(host):
-    option_specs = host.option_specs()
-    plugin_dests = {}
+def plugin_option_table(names):
+    """{plugin name: PluginFactory} of the enabled plugins, plus the options of every other available plugin.
+
+    Every available plugin's options are part of the one command line, so argv is parsed once; giving an
+    option of a plugin that is not enabled is then an error that names the plugin.
+    """
+    enabled = {}
+    for name in names:
+        factory = find_plugin(name)
+        enabled[factory.name] = factory
+    others = {}
+    for name in available_plugins():
+        if name in enabled:
+            continue
+        try:
+            others[name] = find_plugin(name)
+        except Exception:  # A broken third-party plugin must not stop runs that do not use it.
+            continue
+    return enabled, others
+
+
+def build_command(enabled, others):
     params = list(CORE_OPTIONS)
-    for name, options in option_specs.items():
-        for opt in options:
-            plugin_dests[opt.name] = name
+    owner = {}  # click destination -> plugin name
+    for name, factory in {**enabled, **others}.items():
+        for opt in factory.declared_options():
+            if opt.name in owner or any(opt.name == p.name for p in CORE_OPTIONS):
+                if name in enabled:
+                    raise PluginError(f"plugin {name!r}: option {opt.opts[0]} clashes with another option")
+                continue
+            owner[opt.name] = name
+            opt.hidden = opt.hidden or name not in enabled  # --help after --plugins lists the enabled ones.
             params.append(opt)
 
-    def callback(**kwargs):
-        values_by_plugin = {name: {} for name in host.plugins}
+    @click.pass_context
+    def callback(ctx, **kwargs):
+        values_by_plugin = {name: {} for name in enabled}
         core = dnnlib.EasyDict()
         for key, value in kwargs.items():
-            if key in plugin_dests:
-                values_by_plugin[plugin_dests[key]][key] = value
-            else:
+            plugin = owner.get(key)
+            if plugin is None:
                 core[key] = value
-        host.set_options(values_by_plugin)
-        run(core, host)
+            elif plugin in enabled:
+                values_by_plugin[plugin][key] = value
+            elif ctx.get_parameter_source(key) == click.core.ParameterSource.COMMANDLINE:
+                flag = next(p for p in params if p.name == key).opts[0]
+                raise click.UsageError(f"option {flag} belongs to plugin {plugin!r}, which is not enabled; "
+                                       f"add --plugins={plugin} (or drop {flag})")
+        run(core, enabled, values_by_plugin)
 
     return click.Command("train.py", params=params, callback=callback,
                          help="Train a GAN using the techniques described in 'Training Generative Adversarial "
                               "Networks with Limited Data', with plugins for class-conditional and long-tailed methods.")
 
 
-def run(opts, host):
+def run(opts, enabled, values_by_plugin):
     try:
-        c, desc = build_config(opts, host)
-    except (UserError, PluginError) as exc:
+        if opts.config is not None:
+            c, desc = replay_config(opts)
+        else:
+            if opts.data is None:
+                raise UserError("Missing option '--data' (or replay a run with --config=RUN_DIR/training_options.json)")
+            opts.plugin_kwargs = make_plugin_kwargs(enabled.values(), values_by_plugin)
+            host = PluginHost.from_config(opts.plugin_kwargs)  # Constructs and validates the plugins with their options.
+            c, desc = build_config(opts, host)
+            if c.plugin_kwargs:
+                desc += "-" + "-".join(c.plugin_kwargs)
+        launch_training(c=c, desc=desc, outdir=os.path.expanduser(opts.outdir), dry_run=opts.dry_run)
+    except (UserError, PluginError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    try:
-        launch_training(c=c, host=host, desc=desc, outdir=os.path.expanduser(opts.outdir), dry_run=opts.dry_run)
-    except (UserError, PluginError) as exc:
-        raise click.ClickException(str(exc)) from None
 
 
-def _prescan(argv, flag):
-    """Values of --flag=X / --flag X in argv."""
-    values = []
-    for i, arg in enumerate(argv):
-        if arg.startswith(flag + "="):
-            values.append(arg.split("=", 1)[1])
-        elif arg == flag and i + 1 < len(argv):
-            values.append(argv[i + 1])
-    return values
-
-
-def _check_orphan_options(argv, enabled):
-    """Error for an option of a plugin that is installed but not enabled."""
-    given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
-    for name in available_plugins():
-        if name in enabled:
-            continue
-        try:
-            _n, obj, _src = load_plugin_object(name)
-        except Exception:
-            continue
-        fn = getattr(obj, "gan_add_options", None)
-        for opt in (fn() if fn is not None else []):
-            for flag in opt.opts + opt.secondary_opts:
-                if flag in given:
-                    raise PluginError(f"option {flag} belongs to plugin {name!r}, which is not enabled; "
-                                      f"add --plugins={name} (or drop {flag})")
+def replay_config(opts):
+    """The config of --config, refusing options that would make the run differ from the recorded one."""
+    ctx = click.get_current_context()
+    given = [name for name in ctx.params if name not in ("outdir", "config", "dry_run", "plugins")
+             and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    if given:
+        raise UserError(f"--config replays the recorded run; drop --{given[0].replace('_', '-')} "
+                        "(edit a copy of training_options.json to change it)")
+    c = load_run_config(opts.config)
+    if opts.plugins is not None and parse_plugin_list(opts.plugins) != list(c.plugin_kwargs):
+        raise UserError(f"--plugins={opts.plugins} differs from the recorded plugins {list(c.plugin_kwargs) or 'none'}; "
+                        "drop --plugins with --config")
+    PluginHost.from_config(c.plugin_kwargs)  # Fail now, before the run directory exists, if a plugin is missing.
+    desc = os.path.basename(os.path.dirname(os.path.abspath(opts.config))).split("-", 1)[-1] + "-replay"
+    return c, desc
 
 
 def list_plugins():
@@ -193,21 +254,29 @@ def list_plugins():
             print(f"{name:<14s} ?        {source}\n    cannot be loaded: {exc}")
 
 
+def enabled_plugin_names(argv):
+    """--plugins values, read before the command exists because they decide which options it has."""
+    names = []
+    for i, arg in enumerate(argv):
+        if arg.startswith("--plugins="):
+            names += parse_plugin_list(arg.split("=", 1)[1])
+        elif arg == "--plugins" and i + 1 < len(argv):
+            names += parse_plugin_list(argv[i + 1])
+    return names
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--list-plugins" in argv:
         list_plugins()
         return 0
     try:
-        names = []
-        for value in _prescan(argv, "--plugins"):
-            names += parse_plugin_list(value)
-        host = PluginHost.create(names)
-        _check_orphan_options(argv, set(host.plugins))
+        enabled, others = plugin_option_table(enabled_plugin_names(argv))
+        command = build_command(enabled, others)
     except PluginError as exc:
         click.echo(f"Error: {exc}", err=True)
         return 2
-    return build_command(host).main(args=argv, prog_name="train.py", standalone_mode=True)
+    return command.main(args=argv, prog_name="train.py", standalone_mode=True)
 
 
 if __name__ == "__main__":

@@ -24,19 +24,17 @@ sys.path.insert(0, REPO)
 def measure(data, plugins, iterations, warmup, cfg, device, batch):
     """Run one configuration in this process; returns a dict of figures."""
     import dnnlib
-    from plugins.host import PluginHost
+    from plugins.host import PluginHost, find_plugin, make_plugin_kwargs
     from training.training_config import build_config
     from training.training_loop import Trainer
 
     names = [p for p in plugins.split("+") if p]
-    host = PluginHost.create(names)
-    host.set_options({name: {opt.name: opt.default for opt in opts} for name, opts in host.option_specs().items()})
+    plugin_kwargs = make_plugin_kwargs([find_plugin(name) for name in names])
     opts = dnnlib.EasyDict(outdir="/tmp", data=data, cond=True, cfg=cfg, metrics="none", workers=0, snap=10 ** 6,
-                           tensorboard=False, device=device, batch=batch)
+                           tensorboard=False, device=device, batch=batch, plugin_kwargs=plugin_kwargs)
     import tempfile
 
-    c, _desc = build_config(opts, host)
-    c.pop("plugins")
+    c, _desc = build_config(opts, PluginHost.from_config(plugin_kwargs))
     c.run_dir = tempfile.mkdtemp(prefix="bench-")
     c.max_iterations = None
     c.image_snapshot_ticks = c.network_snapshot_ticks = None

@@ -1,146 +1,202 @@
 """Every hook the trainer calls, in one place.
 
 Rules that hold for all hooks:
-  * The trainer calls hooks with keyword arguments only; an implementation may accept any subset of
-    them (pluggy passes only the names it asks for), so new arguments can be added later.
-  * Before any hook runs, the host sets `plugin.options` (an EasyDict of the plugin's resolved CLI
-    options) and `plugin.name` on the plugin object.
-  * "every rank" hooks must behave identically on all processes (same tensors, same control flow).
-  * Hooks marked firstresult may be answered by one enabled plugin only; two plugins answering the
-    same firstresult hook is a start-up conflict, never resolved silently by registration order.
+  * **Keyword calls, subset signatures.** The trainer calls hooks with keyword arguments only; an
+    implementation may accept any subset of them (pluggy passes only the names it asks for), so new
+    arguments can be added later without breaking plugins.
+  * **One call order.** Every hook runs in `--plugins` order (the order of the run config's
+    `plugin_kwargs`), whether its results are collected or the first non-None one wins.
+  * **Options in the constructor.** A plugin is a class (or a module with `create_plugin(**options)`);
+    the host constructs it with its resolved options as keyword arguments, from the run config, on
+    every rank. `gan_add_options` is therefore called on the class before construction and must be a
+    `@staticmethod` (or a module-level function).
+  * **Ranks.** "Every rank" hooks must behave identically on all processes (same tensors, same control
+    flow); "rank 0" hooks run on the process that writes files.
+  * **firstresult** hooks (declared below with `firstresult=True`) may be answered by one enabled
+    plugin only; two plugins answering one is a start-up conflict, never resolved silently.
   * Tensors placed into networks must live in `@persistence.persistent_class` modules whose source
     file imports only torch, numpy, dnnlib and torch_utils: snapshots must run without the plugin.
 """
 
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import click
+import numpy as np
 import pluggy
+import torch
 
 PROJECT_NAME = "gan_plugins"  # pluggy project name and entry-point group of third-party plugins.
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
-# Hooks answered by one plugin at most (the host checks for conflicts at start-up).
-FIRSTRESULT_HOOKS = ("gan_sample_fake_labels", "gan_real_labels", "gan_generator_batch", "gan_real_logits")
+LossTerm = Tuple[str, float, torch.Tensor]  # (name, weight, per-sample tensor [N] or scalar)
 
 
 # ----------------------------------------------------------------------------- setup
 
 
 @hookspec
-def gan_add_options():
-    """Declare this plugin's command-line options. Called once while train.py builds its command.
+def gan_add_options() -> List[click.Option]:
+    """Declare this plugin's command-line options.
 
-    Ranks: the launching process only. Returns a list of `click.Option`. Option names must carry the
-    plugin's prefix (e.g. `--nt-sigma`); giving one without enabling the plugin is an error.
+    Called on the plugin's class (a ``@staticmethod``) or module before the plugin is constructed,
+    while train.py builds its command; the launching process only. Option names must carry the
+    plugin's prefix (e.g. ``--nt-sigma``); giving one without enabling the plugin is an error. The
+    resolved values become the plugin's constructor keyword arguments (the click destination names)
+    and are recorded in ``training_options.json`` under ``plugin_kwargs``.
     """
 
 
 @hookspec
-def gan_configure(config, dataset_kwargs):
-    """Validate and adjust the run configuration, before the dataset is opened or networks are built.
+def gan_configure(config: Dict[str, Any], dataset_kwargs: Dict[str, Any]) -> None:
+    """Validate and adjust the run configuration before it is written and before networks are built.
 
-    Called on every rank. `config` is the EasyDict that train.py passes to the training loop
-    (G_kwargs, D_kwargs, loss_kwargs, batch_size, batch_gpu, fake_labels, total_kimg, ...); the plugin
-    may change it in place. Raise `plugins.PluginError` with a message that says what to change.
-    Returns None.
+    Called once per run, by the launcher (train.py) on the launching process, after every option is
+    known; the adjusted config is what ``training_options.json`` records and what every rank receives,
+    so a replayed run (``--config``) does not call it again. Keep no state here: the instance that
+    trains is constructed later from the config.
+
+    :param config: the EasyDict passed to the training loop (G_kwargs, D_kwargs, loss_kwargs,
+        batch_size, batch_gpu, fake_labels, total_kimg, ...); change it in place.
+    :param dataset_kwargs: the training set's kwargs, with ``resolution`` and ``use_labels`` filled in.
+    :raises plugins.PluginError: with a message that says what to change.
     """
 
 
 @hookspec
-def gan_dataset_ready(dataset, class_counts):
-    """The training set is open. `class_counts` is an int array [label_dim] for class-labelled data, else None.
+def gan_dataset_ready(dataset: Any, class_counts: Optional[np.ndarray]) -> None:
+    """The training set is open. Once per run, every rank, before networks are built.
 
-    Every rank. Use it to validate requirements (labels present) and to keep per-class statistics.
-    Returns None; raise PluginError to stop before networks are built.
+    :param dataset: the ``training.dataset.Dataset``.
+    :param class_counts: int array [label_dim] for class-labelled data, else None.
+    :raises plugins.PluginError: to stop before networks are built (e.g. labels are required).
     """
 
 
 @hookspec
-def gan_extend_networks(G, D, dataset):
-    """Attach extension modules: `G.mapping.extensions[name] = module`, `D.extensions[name] = module`.
+def gan_extend_networks(G: torch.nn.Module, D: torch.nn.Module, dataset: Any) -> None:
+    """Attach extension modules: ``G.mapping.extensions[name] = module``, ``D.extensions[name] = module``.
 
-    Every rank, right after construction and before optimisers exist (so D extension parameters are
-    trained by D's optimiser). Also called when a snapshot is resumed (weights are copied afterwards).
-    Returns None.
+    Once per run, every rank, right after construction and before optimisers exist (so D extension
+    parameters are trained by D's optimiser) and before resumed weights are copied in.
+
+    :param G: the generator (training copy; G_ema is copied from it afterwards).
+    :param D: the discriminator.
+    :param dataset: the training set.
     """
 
 
 @hookspec
-def gan_extra_parameters(network, module):
-    """Extra parameters (outside G/D) to train with the 'G' or 'D' optimiser. Every rank. Returns a list."""
+def gan_check_resume(snapshot: Mapping[str, Any], state: Optional[Mapping[str, Any]]) -> None:
+    """A snapshot is about to be resumed. Once per run, every rank, before its weights are copied.
+
+    :param snapshot: the loaded pickle dict (G, D, G_ema, augment_pipe, training_set_kwargs).
+    :param state: the training-state dict, or None for a weights-only resume.
+    :raises plugins.PluginError: if the snapshot cannot continue under this plugin's options.
+    """
 
 
 @hookspec
-def gan_check_resume(snapshot, state):
-    """A snapshot is about to be resumed. `snapshot` is the loaded pickle dict; `state` the training
-    state dict, or None for a weights-only resume. Every rank. Raise PluginError if incompatible."""
+def gan_train_start(G: torch.nn.Module, D: torch.nn.Module, G_ema: torch.nn.Module, device: torch.device,
+                    rank: int, num_gpus: int, random_seed: int, run_dir: str) -> None:
+    """Networks, optimisers and the data iterator exist; training is about to start. Once, every rank.
 
-
-@hookspec
-def gan_train_start(trainer):
-    """Networks, optimisers and the data iterator exist; training is about to start. Every rank."""
+    :param G: the training generator (in train mode between steps).
+    :param D: the discriminator.
+    :param G_ema: the moving-average generator (eval mode; used for snapshots and metrics).
+    :param device: the device this process trains on.
+    :param rank: this process's rank in [0, num_gpus).
+    :param num_gpus: the number of processes.
+    :param random_seed: the run's seed (seed private generators from it and ``rank``).
+    :param run_dir: the run directory.
+    """
 
 
 # ----------------------------------------------------------------------------- every iteration
 
 
 @hookspec
-def gan_step(cur_nimg, trainer):
-    """Start of every iteration; schedules must be computed from `cur_nimg` in closed form. Every rank."""
+def gan_step(cur_nimg: int, batch_idx: int) -> None:
+    """Start of every iteration, before the batch is fetched. Every rank.
+
+    Schedules must be computed from ``cur_nimg`` in closed form (never by counting calls), so that a
+    resumed run continues exactly.
+
+    :param cur_nimg: real images shown so far (all ranks together).
+    :param batch_idx: iterations done so far.
+    """
 
 
 @hookspec(firstresult=True)
-def gan_real_labels(images, labels, cur_nimg):
+def gan_real_labels(images: torch.Tensor, labels: torch.Tensor, cur_nimg: int) -> Optional[torch.Tensor]:
     """Replace the labels of a real batch (e.g. pseudo-labels). Every rank, identical results.
 
-    Returns a float tensor like `labels`, or None to keep them.
+    :param images: the real batch, float [N, C, H, W] in [-1, 1], on the training device.
+    :param labels: the dataset's labels for it, float [N, label_dim].
+    :param cur_nimg: real images shown so far.
+    :returns: a float tensor shaped like ``labels``, or None to keep them.
     """
 
 
 @hookspec(firstresult=True)
-def gan_sample_fake_labels(n, rng, dataset, class_counts):
-    """Labels for n generated images, drawn with `rng` (numpy RandomState, saved for exact resume).
+def gan_sample_fake_labels(n: int, rng: np.random.RandomState, dataset: Any,
+                           class_counts: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    """Labels for ``n`` generated images. Every rank.
 
-    Every rank. Returns a float32 array [n, c_dim] (one-hot), or None for the trainer's default.
+    :param n: how many labels.
+    :param rng: the trainer's numpy RandomState (saved in the training state for exact resume).
+    :param dataset: the training set.
+    :param class_counts: as for gan_dataset_ready.
+    :returns: float32 [n, c_dim] (one-hot), or None for the trainer's default (``--fake-labels``).
     """
 
 
 @hookspec(firstresult=True)
-def gan_generator_batch(phase, z, c, cur_nimg):
-    """Rebuild a generator batch (z, c) for phase 'Gmain' or 'Dmain' (e.g. twins that share z and c).
+def gan_generator_batch(phase: str, z: torch.Tensor, c: torch.Tensor,
+                        cur_nimg: int) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+    """Rebuild a generator batch (e.g. twins that share z and c). Every rank.
 
-    Every rank. Returns (z, c) of the same shapes, or None to keep them.
+    :param phase: ``'Gmain'`` or ``'Dmain'``.
+    :param z: latents [N, z_dim].
+    :param c: labels [N, c_dim].
+    :param cur_nimg: real images shown so far.
+    :returns: (z, c) of the same shapes, or None to keep them.
     """
 
 
 @hookspec
-def gan_base_loss_weight(phase, cur_nimg):
-    """Multiplier of the base adversarial loss terms in `phase` ('Gmain', 'Dmain').
+def gan_base_loss_weight(phase: str, cur_nimg: int) -> Optional[float]:
+    """Multiplier of the base adversarial loss terms in ``phase``. Every rank.
 
-    Every rank. Returns a float; the weights of all plugins are multiplied. None = 1.
+    :param phase: ``'Gmain'`` or ``'Dmain'``.
+    :param cur_nimg: real images shown so far.
+    :returns: a finite float (the weights of all plugins are multiplied), or None for 1.
     """
 
 
 @hookspec
-def gan_loss_terms(ctx):
-    """Extra loss terms of one phase and micro-batch.
+def gan_loss_terms(ctx: Mapping[str, Any]) -> Optional[Sequence[LossTerm]]:
+    """Extra loss terms of one phase and micro-batch. Every rank.
 
-    Every rank. `ctx` is an EasyDict with phase, cur_nimg, device, G, D, augment_pipe, loss (the
-    StyleGAN2Loss, with run_G / run_D / augment) and phase data: Gmain: gen_z, gen_c, gen_img, gen_ws,
-    g_capture (mapping streams, block outputs), gen_logits, d_capture; Greg: gen_z, gen_c, gen_img,
-    gen_ws, g_capture; Dmain: real_img, real_c, real_logits, d_capture and the fake batch (gen_z,
-    gen_c, gen_img detached, g_capture); Dreg: real_img, real_img_tmp, real_c, real_logits.
-    Returns a list of (name, weight, per_sample_tensor [N] or scalar). The host adds
-    weight * mean(term) to the phase loss, reports each under `Loss/<plugin>/<name>` and refuses
-    non-finite terms or terms of the wrong shape, naming the plugin.
+    :param ctx: an EasyDict with ``phase``, ``cur_nimg``, ``device``, ``G``, ``D``, ``augment_pipe`` and
+        ``loss`` (the StyleGAN2Loss: ``run_G``, ``run_D`` and ``augment`` are the API for extra passes),
+        plus the phase's data. Gmain: gen_z, gen_c, gen_img, gen_ws, g_capture (mapping streams, block
+        outputs), gen_logits, d_capture (D's features of the fake pass). Greg: gen_z, gen_c, gen_img,
+        gen_ws, g_capture. Dmain: real_img, real_c, real_logits, d_capture (real pass) and the fake batch
+        (gen_z, gen_c, gen_img detached, g_capture). Dreg: real_img, real_img_tmp, real_c, real_logits.
+    :returns: a list of (name, weight, per-sample tensor [N] or scalar). The host adds
+        weight * mean(term) to the phase loss, reports each under ``Loss/<plugin>/<name>`` and refuses
+        non-finite terms or terms of the wrong shape, naming the plugin.
     """
 
 
 @hookspec(firstresult=True)
-def gan_real_logits(ctx):
+def gan_real_logits(ctx: Mapping[str, Any]) -> Optional[torch.Tensor]:
     """The real-image logits that feed R1 and the ADA signal (default: D's output). Every rank.
 
-    `ctx` as for gan_loss_terms in Dmain/Dreg. Returns a tensor [N, 1] or None.
+    :param ctx: as for gan_loss_terms in Dmain/Dreg.
+    :returns: a tensor [N, 1] computed from ``ctx.real_img_tmp`` (R1 differentiates it), or None.
     """
 
 
@@ -148,33 +204,55 @@ def gan_real_logits(ctx):
 
 
 @hookspec
-def gan_snapshot_images(G_ema, grid_z, grid_c):
-    """Extra image grids written beside each fakesNNNNNN.png. Rank 0 only.
+def gan_snapshot_images(G_ema: torch.nn.Module, grid_z: Sequence[torch.Tensor],
+                        grid_c: Sequence[torch.Tensor]) -> Optional[Dict[str, np.ndarray]]:
+    """Extra image grids written beside each ``fakesNNNNNN.png``. Rank 0 only.
 
-    Returns a dict {file prefix: float images [N, C, H, W] in [-1, 1]} with one image per grid cell.
+    :param G_ema: the moving-average generator (eval mode).
+    :param grid_z: latents of the grid, split into per-GPU batches.
+    :param grid_c: labels of the grid, split likewise.
+    :returns: {file prefix: float images [N, C, H, W] in [-1, 1]}, one image per grid cell.
     """
 
 
 @hookspec
-def gan_tick(cur_nimg, stats):
-    """End of a tick, after statistics were collected (stats: {name: EasyDict(num, mean, std)}). Every rank."""
+def gan_tick(cur_nimg: int, stats: Mapping[str, Any]) -> None:
+    """End of a tick, after statistics were collected and before they are written. Every rank.
+
+    :param cur_nimg: real images shown so far.
+    :param stats: {name: EasyDict(num, mean, std)} of the tick (the line stats.jsonl receives).
+    """
 
 
 @hookspec
-def gan_state_dict():
-    """Plugin state for an exact resume (beyond network buffers). Rank 0 writes it. Returns a picklable dict."""
+def gan_state_dict() -> Optional[Dict[str, Any]]:
+    """Plugin state for an exact resume (beyond network buffers). Rank 0 writes it.
+
+    :returns: a picklable dict, stored in ``training-state-*.pt`` under the plugin's name.
+    """
 
 
 @hookspec
-def gan_load_state_dict(state):
-    """Restore what gan_state_dict returned (`state` is this plugin's dict). Every rank."""
+def gan_load_state_dict(state: Dict[str, Any]) -> None:
+    """Restore what gan_state_dict returned. Every rank, during resume, before gan_train_start.
+
+    :param state: this plugin's dict.
+    """
 
 
 @hookspec
-def gan_register_metrics(register):
-    """Add metrics: call register(fn) for each metric function (see metrics/metric_main.py). Every rank."""
+def gan_register_metrics(register: Callable) -> None:
+    """Add metrics before ``--metrics`` is validated. The launching process and every rank.
+
+    :param register: ``metrics.metric_main.register_metric``; call ``register(fn)`` (or
+        ``register(fn, name=..., needs_labels=True)``) for each metric function ``fn(opts) -> dict``.
+    """
 
 
 @hookspec
-def gan_train_end(trainer):
-    """Training finished normally. Every rank."""
+def gan_train_end(cur_nimg: int, run_dir: str) -> None:
+    """Training finished normally (not on an error). Every rank.
+
+    :param cur_nimg: real images shown in all.
+    :param run_dir: the run directory.
+    """

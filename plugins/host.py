@@ -1,13 +1,20 @@
-"""The plugin host: discovery, options, validation, and the typed facade the training loop calls.
+"""The plugin host: discovery, construction from the run config, validation, and the facade the loop calls.
+
+A run's plugins live in its config as ``plugin_kwargs = {name: {class_name | module, version, source,
+**options}}`` (JSON-able, in ``--plugins`` order). ``PluginHost.from_config(plugin_kwargs)`` constructs
+each plugin with its options as constructor arguments, so the launcher, every torchrun rank and a
+replayed run (``train.py --config=RUN_DIR/training_options.json``) all build the same host.
 
 The loop never touches pluggy directly; it calls PluginHost methods, which enforce the result rules,
-validate returns and name the guilty plugin in errors.
+validate returns and name the guilty plugin in errors. Every hook runs in ``--plugins`` order.
 """
 
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
+import warnings
 
 import numpy as np
 import pluggy
@@ -18,36 +25,50 @@ from torch_utils import training_stats
 
 from . import PluginError, hookspecs
 
-BUILTINS = {
-    "noisytwins": "plugins.noisytwins",
-    "utlo": "plugins.utlo",
+BUILTINS = {  # name -> "module:Class"
+    "noisytwins": "plugins.noisytwins:NoisyTwins",
+    "utlo": "plugins.utlo:Utlo",
 }
 ALIASES = {"vision-aided": "vision_aided"}
 TRACE_ENV = "GAN_PLUGINS_TRACE"
+RESERVED_KEYS = ("class_name", "module", "version", "source")  # plugin_kwargs keys that are not options.
+HOOK_NAMES = sorted(name for name in dir(hookspecs) if name.startswith("gan_"))
 
 
 # ----------------------------------------------------------------------------- discovery
 
 
-def _entry_points():
-    """{name: EntryPoint} of installed third-party plugins."""
+def entry_point_names():
+    """{name: entry point value} of installed third-party plugins (read from metadata, nothing imported)."""
     from importlib import metadata
 
     eps = metadata.entry_points()
     group = eps.select(group=hookspecs.PROJECT_NAME) if hasattr(eps, "select") else eps.get(hookspecs.PROJECT_NAME, [])
-    return {ep.name: ep for ep in group}
+    return {ep.name: ep.value for ep in group}
 
 
 def available_plugins():
     """{name: source} for every plugin that --plugins can name: built-ins and entry points."""
     found = {name: "built-in" for name in BUILTINS}
-    for name, ep in _entry_points().items():
-        found.setdefault(name, f"entry point ({ep.value})")
+    for name, value in entry_point_names().items():
+        found.setdefault(name, f"entry point ({value})")
     return found
+
+
+def _load_entry_point(name):
+    """(loaded object, distribution version or None) through pluggy's own entry-point loader."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    if pm.load_setuptools_entrypoints(hookspecs.PROJECT_NAME, name=name) == 0:
+        return None, None
+    obj = pm.get_plugin(name)
+    versions = [dist.version for plugin, dist in pm.list_plugin_distinfo() if plugin is obj]
+    return obj, (versions[0] if versions else None)
 
 
 def _load_module_from_file(path):
     module_name = "gan_plugin_file_" + os.path.splitext(os.path.basename(path))[0]
+    if module_name in sys.modules and getattr(sys.modules[module_name], "__file__", None) == path:
+        return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None:
         raise PluginError(f"--plugins: cannot load {path!r} as a Python file")
@@ -57,30 +78,81 @@ def _load_module_from_file(path):
     return module
 
 
-def load_plugin_object(name):
-    """(canonical name, plugin object, source) for a --plugins entry: built-in, entry point, module or file."""
+def _import_object(ref):
+    """A class or module from 'pkg.module:Class', 'pkg.module' or '/path/file.py'."""
+    if ref.endswith(".py"):
+        return _load_module_from_file(os.path.abspath(os.path.expanduser(ref)))
+    module_name, _, attr = ref.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attr) if attr else module
+
+
+def _version_of(obj, default=None):
+    version = getattr(obj, "version", None) or getattr(obj, "__version__", None)
+    return str(version) if version is not None else (default or "unknown")
+
+
+class PluginFactory:
+    """How to construct one plugin: a class, a module with create_plugin(**options), or a plain module."""
+
+    def __init__(self, name, obj, source, version=None):
+        self.name = name
+        self.obj = obj
+        self.source = source
+        self.version = _version_of(obj, version)
+
+    @property
+    def record(self):
+        """The part of plugin_kwargs that says what to construct."""
+        if inspect.isclass(self.obj):
+            return dict(class_name=f"{self.obj.__module__}.{self.obj.__qualname__}")
+        path = getattr(self.obj, "__file__", None)
+        if self.source.startswith("file"):
+            return dict(module=os.path.abspath(path))
+        return dict(module=self.obj.__name__)
+
+    def declared_options(self):
+        """The plugin's click options, from gan_add_options called on the class or module (not an instance)."""
+        fn = getattr(self.obj, "gan_add_options", None)
+        if fn is None:
+            return []
+        if inspect.isclass(self.obj) and not isinstance(inspect.getattr_static(self.obj, "gan_add_options"),
+                                                        (staticmethod, classmethod)):
+            raise PluginError(f"plugin {self.name!r}: gan_add_options must be a @staticmethod: it is called before "
+                              "the plugin is constructed (its options are the constructor's arguments)")
+        pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        pm.add_hookspecs(hookspecs)
+        pm.register(self.obj, name=self.name)
+        options = [opt for result in pm.hook.gan_add_options() for opt in (result or [])]
+        for opt in options:
+            if opt.name in RESERVED_KEYS:
+                raise PluginError(f"plugin {self.name!r}: option {opt.opts[0]} uses the reserved name {opt.name!r}")
+        return options
+
+    def default_options(self):
+        return {opt.name: opt.default for opt in self.declared_options()}
+
+
+def find_plugin(name):
+    """The PluginFactory of a --plugins entry: built-in, entry point, 'pkg.module[:Class]' or a .py file."""
     name = ALIASES.get(name, name)
     if name in BUILTINS:
-        obj, source = importlib.import_module(BUILTINS[name]), "built-in"
-    elif name in _entry_points():
-        ep = _entry_points()[name]
-        obj, source = ep.load(), f"entry point ({ep.value})"
-    elif name.endswith(".py") and os.path.isfile(os.path.expanduser(name)):
-        path = os.path.expanduser(name)
-        obj, source = _load_module_from_file(path), f"file ({path})"
-        name = os.path.splitext(os.path.basename(path))[0]
-    elif "." in name and importlib.util.find_spec(name.split(".")[0]) is not None:
-        obj, source = importlib.import_module(name), f"module ({name})"
-        name = name.rsplit(".", 1)[-1]
-    else:
-        valid = ", ".join(sorted(available_plugins()))
-        raise PluginError(f"--plugins: unknown plugin {name!r}. Available: {valid}. "
-                          "A third-party plugin can also be given as a module path (mypkg.plugin) or a .py file.")
-    # A module may offer a factory so that each run gets a fresh plugin object with its own state.
-    if hasattr(obj, "create_plugin") and callable(obj.create_plugin):
-        obj = obj.create_plugin()
-    name = getattr(obj, "plugin_name", None) or name
-    return name, obj, source
+        return PluginFactory(name, _import_object(BUILTINS[name]), "built-in")
+    if name in entry_point_names():
+        obj, version = _load_entry_point(name)
+        return PluginFactory(name, obj, f"entry point ({entry_point_names()[name]})", version)
+    if name.endswith(".py") and os.path.isfile(os.path.expanduser(name)):
+        path = os.path.abspath(os.path.expanduser(name))
+        obj = _import_object(path)
+        return PluginFactory(getattr(obj, "plugin_name", None) or os.path.splitext(os.path.basename(path))[0], obj,
+                             f"file ({path})")
+    if "." in name and importlib.util.find_spec(name.split(".")[0]) is not None:
+        obj = _import_object(name)
+        return PluginFactory(getattr(obj, "plugin_name", None) or name.rsplit(".", 1)[-1].split(":")[-1], obj,
+                             f"module ({name})")
+    valid = ", ".join(sorted(available_plugins()))
+    raise PluginError(f"--plugins: unknown plugin {name!r}. Available: {valid}. "
+                      "A third-party plugin can also be given as a module path (mypkg.plugin) or a .py file.")
 
 
 def parse_plugin_list(text):
@@ -88,40 +160,97 @@ def parse_plugin_list(text):
     return sorted(set(names), key=names.index)
 
 
+def make_plugin_kwargs(factories, values_by_plugin=None):
+    """plugin_kwargs for the run config: {name: {class_name | module, version, source, **options}}."""
+    kwargs = {}
+    for factory in factories:
+        options = factory.default_options()
+        options.update((values_by_plugin or {}).get(factory.name, {}))
+        kwargs[factory.name] = dnnlib.EasyDict(**factory.record, version=factory.version, source=factory.source, **options)
+    return kwargs
+
+
+def construct_plugin(name, kwargs):
+    """(plugin object, source) from one plugin_kwargs entry."""
+    kwargs = dict(kwargs)
+    ref = kwargs.pop("class_name", None)
+    module_ref = kwargs.pop("module", None)
+    recorded_version = kwargs.pop("version", None)
+    source = kwargs.pop("source", "config")
+    if ref is None and module_ref is None:
+        raise PluginError(f"plugin_kwargs[{name!r}] names neither class_name nor module")
+    try:
+        obj = dnnlib.util.get_obj_by_name(ref) if ref is not None else _import_object(module_ref)
+    except (ImportError, AttributeError) as exc:
+        raise PluginError(f"plugin {name!r}: cannot import {ref or module_ref}: {exc}; is the plugin installed?") from None
+    if recorded_version is not None and _version_of(obj) not in (recorded_version, "unknown"):
+        warnings.warn(f"plugin {name!r}: the run config was written by version {recorded_version}, "
+                      f"version {_version_of(obj)} is installed")
+    if inspect.isclass(obj):
+        factory = obj
+    elif callable(getattr(obj, "create_plugin", None)):
+        factory = obj.create_plugin
+    elif kwargs:
+        raise PluginError(f"plugin {name!r} ({module_ref}) has options {sorted(kwargs)} but no class or "
+                          "create_plugin(**options) to receive them")
+    else:
+        return obj, source
+    try:
+        return factory(**kwargs), source
+    except TypeError as exc:
+        raise PluginError(f"plugin {name!r}: cannot construct it with options {sorted(kwargs)}: {exc}") from None
+
+
 # ----------------------------------------------------------------------------- the host
 
 
 class PluginHost:
-    def __init__(self):
+    """The enabled plugins, registered with pluggy, validated, and called through typed methods."""
+
+    def __init__(self, plugins=()):
+        """plugins: [(name, object) or (name, object, source)] in --plugins order (objects already constructed)."""
         self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self.plugins = {}  # {name: plugin object}, in --plugins order.
         self.sources = {}
+        for entry in plugins:
+            name, obj, source = (*entry, "object")[:3]
+            if name in self.plugins:
+                raise PluginError(f"plugin {name!r} is enabled twice")
+            self.plugins[name] = obj
+            self.sources[name] = source
+        # pluggy calls the last registered implementation first: register in reverse so hooks run in --plugins order.
+        for name in reversed(list(self.plugins)):
+            self.pm.register(self.plugins[name], name=name)
         if os.environ.get(TRACE_ENV):
-            self.pm.trace.root.setwriter(sys.stderr.write)
-            self.pm.enable_tracing()
+            self.pm.add_hookcall_monitoring(self._trace_before, self._trace_after)
+        self.validate()
+        self._callers = self._per_plugin_callers()
 
     @classmethod
-    def create(cls, names):
-        """A host with the named plugins registered and validated (hook names, conflicts, requirements)."""
-        host = cls()
-        for name in names:
-            host.register(*load_plugin_object(name))
-        host.validate()
-        return host
+    def from_config(cls, plugin_kwargs):
+        """Construct every plugin of a run config's plugin_kwargs, in order, and validate the set."""
+        plugins = []
+        for name, kwargs in (plugin_kwargs or {}).items():
+            obj, source = construct_plugin(name, kwargs)
+            plugins.append((name, obj, source))
+        return cls(plugins)
 
-    def register(self, name, obj, source="object"):
-        if name in self.plugins:
-            raise PluginError(f"plugin {name!r} is enabled twice")
-        obj.plugin_name = name
-        if not hasattr(obj, "options"):
-            obj.options = dnnlib.EasyDict()
-        self.plugins[name] = obj
-        self.sources[name] = source
-        self.pm.register(obj, name=name)
+    @classmethod
+    def create(cls, names, options=None):
+        """A host from --plugins names with default options, updated by options={name: {dest: value}}."""
+        factories = [find_plugin(name) for name in names]
+        return cls.from_config(make_plugin_kwargs(factories, options))
+
+    # ------------------------------------------------------------------ validation
 
     def validate(self):
-        """Start-up checks: misspelt hooks, declared conflicts/requirements, firstresult conflicts."""
+        """Start-up checks, after every option is known: misspelt hooks, conflicts, requirements, firstresult."""
+        for name, obj in self.plugins.items():
+            for attr in dir(obj):
+                if attr not in HOOK_NAMES and self.pm.parse_hookimpl_opts(obj, attr) is not None:
+                    raise PluginError(f"plugin {name!r} implements a hook that does not exist: {attr}; "
+                                      f"did you mean {_closest_hook(attr)}? Valid hooks are listed in plugins/hookspecs.py.")
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
@@ -129,21 +258,46 @@ class PluginHost:
             raise PluginError(f"plugin {name!r} implements a hook that does not exist: {exc}. "
                               f"Valid hooks are listed in plugins/hookspecs.py.") from None
         for name, obj in self.plugins.items():
-            for other in getattr(obj, "conflicts", ()):
-                if other in self.plugins:
-                    reason = getattr(obj, "conflict_reasons", {}).get(other, "")
+            self._warn_unmarked_hooks(name, obj)
+            conflicts = getattr(obj, "conflicts", None) or {}
+            if not isinstance(conflicts, dict):
+                conflicts = {other: "" for other in conflicts}
+            for other, reason in conflicts.items():
+                if other in self.plugins and not self._conflict_lifted(name, other):
                     raise PluginError(f"plugins {name!r} and {other!r} cannot be combined{': ' + reason if reason else ''}")
             for required in getattr(obj, "requires_plugins", ()):
                 if required not in self.plugins:
                     raise PluginError(f"plugin {name!r} needs plugin {required!r}; add it to --plugins")
-        for hook_name in hookspecs.FIRSTRESULT_HOOKS:
-            owners = [impl.plugin_name for impl in getattr(self.pm.hook, hook_name).get_hookimpls()]
+        for hook_name in HOOK_NAMES:
+            caller = getattr(self.pm.hook, hook_name)
+            if caller.spec is None or not caller.spec.opts.get("firstresult"):
+                continue
+            owners = [impl.plugin_name for impl in reversed(caller.get_hookimpls())]
             if len(owners) > 1:
                 raise PluginError(f"plugins {' and '.join(repr(o) for o in owners)} both implement {hook_name}, "
                                   "which only one plugin may answer; enable only one of them")
 
+    def _conflict_lifted(self, a, b):
+        """A declared conflict is lifted when either plugin, as constructed with its options, opts in."""
+        for this, other in ((a, b), (b, a)):
+            fn = getattr(self.plugins[this], "lifts_conflict", None)
+            if fn is not None and fn(other):
+                return True
+        return False
+
+    def _warn_unmarked_hooks(self, name, obj):
+        """A gan_* attribute without @hookimpl is silently ignored by pluggy; say so."""
+        for attr in dir(obj):
+            if not attr.startswith("gan_") or not callable(getattr(obj, attr, None)):
+                continue
+            if self.pm.parse_hookimpl_opts(obj, attr) is None:
+                hint = f"; did you mean {_closest_hook(attr)}?" if attr not in HOOK_NAMES else ""
+                warnings.warn(f"plugin {name!r}: {attr} is not marked with @hookimpl and will never be called{hint}")
+
+    # ------------------------------------------------------------------ description
+
     def versions(self):
-        return {name: str(getattr(obj, "version", getattr(obj, "__version__", "unknown"))) for name, obj in self.plugins.items()}
+        return {name: _version_of(obj) for name, obj in self.plugins.items()}
 
     def describe(self):
         """[(name, version, source, [hook names])] for --list-plugins."""
@@ -153,36 +307,30 @@ class PluginHost:
             rows.append((name, self.versions()[name], self.sources[name], hooks))
         return rows
 
-    # ------------------------------------------------------------------ options
-
-    def option_specs(self):
-        """{plugin name: [click.Option]} from every enabled plugin."""
-        specs = {}
-        for name, obj in self.plugins.items():
-            fn = getattr(obj, "gan_add_options", None)
-            specs[name] = list(fn()) if fn is not None else []
-        return specs
-
-    def set_options(self, values_by_plugin):
-        for name, values in values_by_plugin.items():
-            self.plugins[name].options = dnnlib.EasyDict(values)
-
-    def options_record(self):
-        """What training_options.json stores under 'plugins'."""
-        versions = self.versions()
-        return {name: dict(version=versions[name], source=self.sources[name], options=dict(obj.options))
-                for name, obj in self.plugins.items()}
-
     # ------------------------------------------------------------------ calling helpers
 
+    def _per_plugin_callers(self):
+        """{hook name: [(plugin name, HookCaller limited to that plugin)]} in --plugins order.
+
+        Calls go through pluggy (so hook-call monitoring and tracing see them) one plugin at a time, so
+        that every result can be attributed to its plugin (pluggy drops None results otherwise).
+        """
+        callers = {}
+        for hook_name in HOOK_NAMES:
+            impls = {impl.plugin_name for impl in getattr(self.pm.hook, hook_name).get_hookimpls()}
+            callers[hook_name] = [
+                (name, self.pm.subset_hook_caller(hook_name, [o for n, o in self.plugins.items() if n != name]))
+                for name in self.plugins if name in impls]
+        return callers
+
     def _call_each(self, hook_name, **kwargs):
-        """[(plugin name, result)] calling every implementation (for attributable results)."""
+        """[(plugin name, result)] of every plugin implementing hook_name, in --plugins order."""
         results = []
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):  # Registration order.
-            args = {k: kwargs[k] for k in impl.argnames}
-            if os.environ.get(TRACE_ENV):
-                sys.stderr.write(f"[plugins] {hook_name} -> {impl.plugin_name}\n")
-            results.append((impl.plugin_name, impl.function(**args)))
+        for name, caller in self._callers[hook_name]:
+            result = caller(**kwargs)
+            if isinstance(result, list):  # Not firstresult: pluggy returns the list of non-None results.
+                result = result[0] if result else None
+            results.append((name, result))
         return results
 
     def _first(self, hook_name, **kwargs):
@@ -190,6 +338,17 @@ class PluginHost:
             if result is not None:
                 return result
         return None
+
+    @staticmethod
+    def _trace_before(hook_name, hook_impls, kwargs):
+        names = ", ".join(impl.plugin_name for impl in reversed(hook_impls))
+        sys.stderr.write(f"[plugins] {hook_name} -> {names} ({', '.join(sorted(kwargs))})\n")
+
+    @staticmethod
+    def _trace_after(outcome, hook_name, hook_impls, kwargs):
+        exc = outcome.exception
+        if exc is not None:
+            sys.stderr.write(f"[plugins] {hook_name} raised {exc.__class__.__name__}: {exc}\n")
 
     # ------------------------------------------------------------------ setup facade
 
@@ -201,15 +360,6 @@ class PluginHost:
 
     def extend_networks(self, G, D, dataset):
         self.pm.hook.gan_extend_networks(G=G, D=D, dataset=dataset)
-
-    def extra_parameters(self, network, module):
-        params = []
-        for name, result in self._call_each("gan_extra_parameters", network=network, module=module):
-            for p in result or []:
-                if not isinstance(p, torch.nn.Parameter):
-                    raise PluginError(f"plugin {name!r}: gan_extra_parameters must return torch.nn.Parameter objects")
-                params.append(p)
-        return params
 
     def check_resume(self, snapshot, state):
         """Refuse to resume a run trained with other plugins, then let each plugin check the snapshot."""
@@ -230,19 +380,19 @@ class PluginHost:
                               "to resume it")
         self.pm.hook.gan_check_resume(snapshot=snapshot, state=state)
 
-    def on_train_start(self, trainer):
-        self.pm.hook.gan_train_start(trainer=trainer)
+    def on_train_start(self, **kwargs):
+        self.pm.hook.gan_train_start(**kwargs)
 
-    def on_train_end(self, trainer):
-        self.pm.hook.gan_train_end(trainer=trainer)
+    def on_train_end(self, cur_nimg, run_dir):
+        self.pm.hook.gan_train_end(cur_nimg=cur_nimg, run_dir=run_dir)
 
     def register_metrics(self, register):
         self.pm.hook.gan_register_metrics(register=register)
 
     # ------------------------------------------------------------------ iteration facade
 
-    def on_step(self, cur_nimg, trainer):
-        self.pm.hook.gan_step(cur_nimg=cur_nimg, trainer=trainer)
+    def on_step(self, cur_nimg, batch_idx):
+        self.pm.hook.gan_step(cur_nimg=cur_nimg, batch_idx=batch_idx)
 
     def real_labels(self, images, labels, cur_nimg):
         result = self._first("gan_real_labels", images=images, labels=labels, cur_nimg=cur_nimg)
@@ -306,7 +456,7 @@ class PluginHost:
             images.update(result or {})
         return images
 
-    def log_scalars(self, stats, cur_nimg):
+    def on_tick(self, stats, cur_nimg):
         self.pm.hook.gan_tick(cur_nimg=cur_nimg, stats=stats)
 
     def state_dict(self):
@@ -317,6 +467,13 @@ class PluginHost:
         return state
 
     def load_state_dict(self, state):
-        for impl in self.pm.hook.gan_load_state_dict.get_hookimpls():
-            if impl.plugin_name in state:
-                impl.function(**{k: state[impl.plugin_name] for k in impl.argnames})
+        for name, caller in self._callers["gan_load_state_dict"]:
+            if name in state:
+                caller(state=state[name])
+
+
+def _closest_hook(attr):
+    import difflib
+
+    matches = difflib.get_close_matches(attr, HOOK_NAMES, n=1)
+    return matches[0] if matches else "one of the hooks in plugins/hookspecs.py"

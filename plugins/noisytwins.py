@@ -40,14 +40,22 @@ def barlow_twins_loss(w1, w2, gamma, eps=1e-5):
 class NoisyTwins:
     version = __version__
 
-    def __init__(self):
+    def __init__(self, nt_sigma=0.75, nt_beta=0.99, nt_lambda=0.01, nt_gamma=0.05, nt_start_kimg=0):
+        self.sigma = float(nt_sigma)
+        self.beta = float(nt_beta)
+        self.loss_weight = float(nt_lambda)
+        self.gamma = float(nt_gamma)
+        self.start_kimg = float(nt_start_kimg)
+        if self.sigma < 0 or not 0 <= self.beta < 1 or self.loss_weight < 0 or self.gamma < 0:
+            raise PluginError("noisytwins: need --nt-sigma >= 0, 0 <= --nt-beta < 1, --nt-lambda >= 0, --nt-gamma >= 0")
         self.counts = None
         self.generator = None
         self.ext = None
         self._resumed_generator_state = None
 
+    @staticmethod
     @hookimpl
-    def gan_add_options(self):
+    def gan_add_options():
         return [
             click.Option(["--nt-sigma"], type=float, default=0.75, show_default=True, help="NoisyTwins: embedding noise std sigma"),
             click.Option(["--nt-beta"], type=float, default=0.99, show_default=True, help="NoisyTwins: effective-number beta (0 = same noise for all classes)"),
@@ -55,28 +63,6 @@ class NoisyTwins:
             click.Option(["--nt-gamma"], type=float, default=0.05, show_default=True, help="NoisyTwins: off-diagonal (redundancy) weight"),
             click.Option(["--nt-start-kimg"], type=float, default=0, show_default=True, help="NoisyTwins: kimg at which the Barlow-Twins loss starts"),
         ]
-
-    # ------------------------------------------------------------------ options
-
-    @property
-    def sigma(self):
-        return float(self.options.get("nt_sigma", 0.75))
-
-    @property
-    def beta(self):
-        return float(self.options.get("nt_beta", 0.99))
-
-    @property
-    def loss_weight(self):
-        return float(self.options.get("nt_lambda", 0.01))
-
-    @property
-    def gamma(self):
-        return float(self.options.get("nt_gamma", 0.05))
-
-    @property
-    def start_kimg(self):
-        return float(self.options.get("nt_start_kimg", 0))
 
     def barlow_weight(self, cur_nimg):
         """Weight of the Barlow-Twins term: 0 below --nt-start-kimg, --nt-lambda from then on."""
@@ -86,8 +72,6 @@ class NoisyTwins:
 
     @hookimpl
     def gan_configure(self, config):
-        if self.sigma < 0 or not 0 <= self.beta < 1 or self.loss_weight < 0 or self.gamma < 0:
-            raise PluginError("noisytwins: need --nt-sigma >= 0, 0 <= --nt-beta < 1, --nt-lambda >= 0, --nt-gamma >= 0")
         if self.loss_weight > 0:
             if config.batch_gpu % 2 != 0 or config.batch_gpu < 4:
                 raise PluginError(f"noisytwins: the per-GPU batch ({config.batch_gpu}) must be even and at least 4 "
@@ -112,12 +96,12 @@ class NoisyTwins:
         G.mapping.extensions["noisytwins"] = self.ext
 
     @hookimpl
-    def gan_train_start(self, trainer):
+    def gan_train_start(self, G, device, rank, random_seed):
         # The noise has its own generator (seeded by run seed and rank) so it never shifts the trainer's RNG.
-        self.ext = trainer.G.mapping.extensions["noisytwins"]
+        self.ext = G.mapping.extensions["noisytwins"]
         self.ext.lambda_k.copy_(torch.as_tensor(class_scales(self.counts, self.beta), dtype=torch.float32))
-        self.generator = torch.Generator(device=trainer.device)
-        self.generator.manual_seed(1000003 * trainer.c.random_seed + trainer.rank)
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(1000003 * random_seed + rank)
         if self._resumed_generator_state is not None:
             self.generator.set_state(self._resumed_generator_state)
         self.ext.generator = self.generator
@@ -157,6 +141,3 @@ class NoisyTwins:
             print("Warning: noisytwins: the resumed run had other class counts; lambda_k follows the current data")
         self._resumed_generator_state = state.get("generator")  # Applied when the generator is made.
 
-
-def create_plugin():
-    return NoisyTwins()

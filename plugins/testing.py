@@ -1,14 +1,21 @@
 """Test helpers for plugin authors: a tiny CPU trainer that runs a few iterations in seconds.
 
-In your tests' conftest.py:
+The fixture is a pytest plugin (it needs pytest). In your tests' conftest.py:
 
     pytest_plugins = ["plugins.testing"]
 
 then in a test:
 
     def test_my_plugin(tiny_trainer):
-        trainer = tiny_trainer(plugins=[MyPlugin()], options={"my_plugin": {"weight": 1.0}}, iterations=2)
+        trainer = tiny_trainer(plugins=[MyPlugin(weight=1.0)], iterations=2)
         assert ...   # trainer.G, trainer.D, trainer.run_dir, trainer.stats_collector, ...
+
+`plugins` takes plugin objects (registered under their `plugin_name` attribute, else their class name
+in lower case) and/or --plugins names (built-ins, entry points), whose options come from
+`options={name: {dest: value}}` on top of their defaults; names go through the run config
+(`plugin_kwargs`), as in train.py. Other keyword arguments override `tiny_config` entries (e.g.
+`metrics=[...]`, `batch=16`, `network_snapshot_ticks=1`). Each call gets its own run directory
+(`run`, `run-1`, `run-2`, ... under the test's tmp_path).
 """
 
 import os
@@ -16,7 +23,7 @@ import os
 import pytest
 
 import dnnlib
-from plugins.host import PluginHost, load_plugin_object
+from plugins.host import PluginHost, construct_plugin, find_plugin, make_plugin_kwargs
 
 # Prepend to a `python -c` script to make `training` and `plugins` unimportable in that process, e.g. to
 # prove that a snapshot runs without the code that trained it (even when the project is pip-installed).
@@ -72,34 +79,43 @@ def tiny_config(data, run_dir, cond=True, batch=8, resolution=16, **overrides):
     return c
 
 
-def build_host(plugins=(), options=None):
-    """A PluginHost from plugin names and/or plugin objects, with their options set."""
-    host = PluginHost()
+def plugin_entries(plugins=(), options=None):
+    """[(name, plugin object, source)] from --plugins names (constructed with options) and plugin objects."""
+    entries = []
     for plugin in plugins:
         if isinstance(plugin, str):
-            host.register(*load_plugin_object(plugin))
+            factory = find_plugin(plugin)
+            kwargs = make_plugin_kwargs([factory], options)[factory.name]
+            entries.append((factory.name, *construct_plugin(factory.name, kwargs)))
         else:
-            name = getattr(plugin, "plugin_name", None) or type(plugin).__name__.lower()
-            host.register(name, plugin, source="test")
-    host.validate()
-    defaults = {}
-    for name, opts in host.option_specs().items():
-        defaults[name] = {opt.name: opt.default for opt in opts}
-        defaults[name].update((options or {}).get(name, {}))
-    host.set_options(defaults)
-    return host
+            entries.append((getattr(plugin, "plugin_name", None) or type(plugin).__name__.lower(), plugin, "test"))
+    return entries
+
+
+def build_host(plugins=(), options=None):
+    """A validated PluginHost from plugin names (with options) and/or plugin objects."""
+    return PluginHost(plugin_entries(plugins, options))
 
 
 def run_tiny_training(run_dir, data, plugins=(), options=None, iterations=2, **overrides):
-    """Build a Trainer with the tiny config and the given plugins, run `iterations` steps, return it."""
+    """Build a Trainer with the tiny config and the given plugins, run `iterations` steps, return it.
+
+    With names only, the plugins travel in the config (`plugin_kwargs`) and the Trainer constructs them,
+    as in a real run; with plugin objects, a host holding them is passed in.
+    """
     from training.training_loop import Trainer
 
     os.makedirs(run_dir, exist_ok=True)
-    host = build_host(plugins, options)
     c = tiny_config(data, run_dir, **overrides)
     c.max_iterations = iterations
-    host.configure(config=c, dataset_kwargs=c.training_set_kwargs)
-    trainer = Trainer(host=host, **c)
+    if all(isinstance(p, str) for p in plugins):
+        c.plugin_kwargs = make_plugin_kwargs([find_plugin(p) for p in plugins], options)
+        PluginHost.from_config(c.plugin_kwargs).configure(config=c, dataset_kwargs=c.training_set_kwargs)  # The launcher's step.
+        trainer = Trainer(**c)
+    else:
+        host = build_host(plugins, options)
+        host.configure(config=c, dataset_kwargs=c.training_set_kwargs)
+        trainer = Trainer(host=host, **c)
     trainer.run()
     return trainer
 
@@ -114,8 +130,12 @@ def tiny_digits(tmp_path_factory):
 def tiny_trainer(tmp_path, tiny_digits):
     """Factory: tiny_trainer(plugins=[...], options={name: {...}}, iterations=2, **config overrides) -> Trainer."""
 
+    calls = []
+
     def make(plugins=(), options=None, iterations=2, **overrides):
-        return run_tiny_training(str(tmp_path / "run"), tiny_digits, plugins=plugins, options=options,
+        run_dir = tmp_path / ("run" if not calls else f"run-{len(calls)}")
+        calls.append(run_dir)
+        return run_tiny_training(str(run_dir), tiny_digits, plugins=plugins, options=options,
                                  iterations=iterations, **overrides)
 
     return make

@@ -33,16 +33,21 @@ def _bool(value):
 
 class Utlo:
     version = __version__
-    conflicts = ("transitional",)
-    conflict_reasons = {"transitional": "both change how the class embedding enters the mapping network and which "
-                                        "D logit drives R1 and ADA; pass --trans-with-utlo for the merged variant"}
+    # {other plugin: why}. Lifted when either plugin opts in through lifts_conflict() (transitional's
+    # --trans-with-utlo, which builds the merged variant).
+    conflicts = {"transitional": "both change how the class embedding enters the mapping network and which "
+                                 "D logit drives R1 and ADA; pass --trans-with-utlo for the merged variant"}
 
-    def __init__(self):
-        self.head = None
-        self.resolution = None
+    def __init__(self, utlo_res_uc=8, utlo_add_uc=True, utlo_alpha=1.0):
+        self.res_uc = int(utlo_res_uc)
+        self.add_uc = _bool(utlo_add_uc)
+        self.alpha = float(utlo_alpha)
+        if self.alpha < 0:
+            raise PluginError("utlo: --utlo-alpha must be non-negative")
 
+    @staticmethod
     @hookimpl
-    def gan_add_options(self):
+    def gan_add_options():
         return [
             click.Option(["--utlo-res-uc", "--res_uc", "utlo_res_uc"], type=int, default=8, show_default=True,
                          help="UTLO: highest unconditional resolution res_uc (0 = off)"),
@@ -51,18 +56,6 @@ class Utlo:
             click.Option(["--utlo-alpha", "--alpha", "utlo_alpha"], type=float, default=1.0, show_default=True,
                          help="UTLO: weight ratio alpha (a_c = 1/(1+alpha), a_uc = alpha/(1+alpha))"),
         ]
-
-    @property
-    def res_uc(self):
-        return int(self.options.get("utlo_res_uc", 8))
-
-    @property
-    def add_uc(self):
-        return _bool(self.options.get("utlo_add_uc", True))
-
-    @property
-    def alpha(self):
-        return float(self.options.get("utlo_alpha", 1.0))
 
     @property
     def active(self):
@@ -80,14 +73,11 @@ class Utlo:
         if res_uc not in valid:
             raise PluginError(f"utlo: --utlo-res-uc={res_uc} is not a resolution of this network below its output "
                               f"({resolution} px); choose one of {valid}")
-        if self.alpha < 0:
-            raise PluginError("utlo: --utlo-alpha must be non-negative")
         if config.G_kwargs.synthesis_kwargs.get("architecture", "skip") != "skip":
             raise PluginError("utlo needs the 'skip' generator architecture (img_uc is the skip image at res_uc)")
         if config.D_kwargs.get("architecture", "resnet") == "skip":
             raise PluginError("utlo needs a 'resnet' or 'orig' discriminator, not 'skip'")
         config.G_kwargs.synthesis_kwargs.separate_torgb_ws = True  # Every toRGB gets its own w slot.
-        self.resolution = resolution
 
     @hookimpl
     def gan_dataset_ready(self, dataset, class_counts):
@@ -159,6 +149,3 @@ class Utlo:
                 images.append(low.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3).cpu())
         return {"fakes_uc": torch.cat(images).numpy()}
 
-
-def create_plugin():
-    return Utlo()

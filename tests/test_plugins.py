@@ -14,7 +14,7 @@ import torch
 import train
 from plugins import PluginError, hookimpl
 from plugins.host import PluginHost, available_plugins
-from plugins.testing import BLOCK_PROJECT_IMPORTS, build_host, run_tiny_training
+from plugins.testing import BLOCK_PROJECT_IMPORTS, build_host, plugin_entries, run_tiny_training
 from training import checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,14 +33,21 @@ def test_unknown_plugin_lists_available(tmp_path, capsys):
     assert "unknown plugin 'noisytwin'" in err and "noisytwins" in err and "utlo" in err
 
 
+def main_exit_code(args):
+    with pytest.raises(SystemExit) as exc:
+        train.main(args)
+    return exc.value.code
+
+
 def test_plugin_option_without_plugin(tmp_path, capsys):
-    assert train.main([f"--outdir={tmp_path}", "--data=x", "--nt-sigma=0.5"]) == 2
+    assert main_exit_code([f"--outdir={tmp_path}", "--data=x", "--nt-sigma=0.5"]) == 2
     err = capsys.readouterr().err
-    assert "--nt-sigma" in err and "--plugins=noisytwins" in err
+    assert "--nt-sigma belongs to plugin 'noisytwins'" in err and "--plugins=noisytwins" in err
+    assert not os.path.exists(tmp_path / "00000-x")
 
 
 def test_hidden_utlo_aliases_need_utlo(tmp_path, capsys):
-    assert train.main([f"--outdir={tmp_path}", "--data=x", "--res_uc=8"]) == 2
+    assert main_exit_code([f"--outdir={tmp_path}", "--data=x", "--res_uc=8"]) == 2
     assert "--plugins=utlo" in capsys.readouterr().err
 
 
@@ -50,25 +57,40 @@ def test_misspelt_hook_name_fails_loudly():
         def gan_loss_term(self, ctx):  # Missing the final 's'.
             return []
 
-    host = PluginHost()
-    host.register("typo", Typo())
-    with pytest.raises(PluginError, match="typo.*hook that does not exist"):
-        host.validate()
+    with pytest.raises(PluginError, match="'typo' implements a hook that does not exist: gan_loss_term; "
+                                          "did you mean gan_loss_terms"):
+        PluginHost([("typo", Typo())])
 
 
-def test_conflicting_plugins_refused():
-    class Transitional:  # Stands in for the later transitional plugin: UTLO declares the conflict.
-        @hookimpl
-        def gan_configure(self, config):
-            return None
+def test_hook_method_without_hookimpl_is_warned_about():
+    class Forgot:
+        def gan_loss_terms(self, ctx):  # No @hookimpl: pluggy would silently ignore it.
+            return []
 
-    host = PluginHost()
-    from plugins.host import load_plugin_object
+    with pytest.warns(UserWarning, match="'forgot': gan_loss_terms is not marked with @hookimpl"):
+        PluginHost([("forgot", Forgot())])
 
-    host.register(*load_plugin_object("utlo"))
-    host.register("transitional", Transitional())
+
+class StandInTransitional:
+    """Stands in for the later transitional plugin: UTLO declares the conflict, this opts in when asked."""
+
+    def __init__(self, trans_with_utlo=False):
+        self.trans_with_utlo = trans_with_utlo
+
+    def lifts_conflict(self, other):
+        return other == "utlo" and self.trans_with_utlo
+
+    @hookimpl
+    def gan_configure(self, config):
+        return None
+
+
+def test_conflicting_plugins_refused_unless_an_option_opts_in():
+    utlo = plugin_entries(["utlo"])
     with pytest.raises(PluginError, match="'utlo' and 'transitional' cannot be combined.*--trans-with-utlo"):
-        host.validate()
+        PluginHost(utlo + [("transitional", StandInTransitional())])
+    host = PluginHost(utlo + [("transitional", StandInTransitional(trans_with_utlo=True))])
+    assert list(host.plugins) == ["utlo", "transitional"]
 
 
 def test_two_firstresult_answers_are_a_conflict():
@@ -80,11 +102,8 @@ def test_two_firstresult_answers_are_a_conflict():
     class B(A):
         pass
 
-    host = PluginHost()
-    host.register("a", A())
-    host.register("b", B())
     with pytest.raises(PluginError, match="'a' and 'b' both implement gan_sample_fake_labels"):
-        host.validate()
+        PluginHost([("a", A()), ("b", B())])
 
 
 def test_loss_term_validation_names_plugin():
@@ -135,8 +154,10 @@ def test_noisytwins_utlo_train_resume_and_generate_without_plugins(tmp_path, tin
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = glob.glob(str(out / "00000-*"))
     options = json.load(open(os.path.join(run_dir, "training_options.json")))
-    assert options["plugins"]["noisytwins"]["options"]["nt_sigma"] == 0.5
-    assert options["plugins"]["utlo"]["version"] == "1.0"
+    assert list(options["plugin_kwargs"]) == ["noisytwins", "utlo"]
+    assert options["plugin_kwargs"]["noisytwins"]["nt_sigma"] == 0.5
+    assert options["plugin_kwargs"]["noisytwins"]["class_name"] == "plugins.noisytwins.NoisyTwins"
+    assert options["plugin_kwargs"]["utlo"]["version"] == "1.0"
     stats = [json.loads(line) for line in open(os.path.join(run_dir, "stats.jsonl"))]
     assert any("Loss/noisytwins/barlow" in row for row in stats) and any("Loss/utlo/uc" in row for row in stats)
     assert glob.glob(os.path.join(run_dir, "fakes_uc*.png"))

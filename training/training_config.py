@@ -221,7 +221,7 @@ def apply_augment(c, opts):
     return desc
 
 
-def apply_resume(c, opts, host):
+def apply_resume(c, opts):
     resume = opts.get("resume") or "noresume"
     if resume == "noresume":
         return ""
@@ -231,38 +231,17 @@ def apply_resume(c, opts, host):
             c.resume_pkl = dnnlib.util.open_url(url, return_filename=True)
         except (OSError, ValueError) as exc:
             raise UserError(f"--resume={resume}: {exc}") from None
-        check_resume_file(c.resume_pkl, None, host)
         desc = f"-resume{resume}" if resume in RESUME_SPECS else "-resumecustom"
     else:
         try:
             c.resume_pkl, c.resume_state = checkpoint.resolve_resume(resume)
         except FileNotFoundError as exc:
             raise UserError(str(exc)) from None
-        check_resume_file(c.resume_pkl, c.resume_state, host)
         desc = "-resumecustom"
     if c.get("resume_state") is None:
         c.ada_kimg = 100  # Make ADA react faster at the beginning (weights-only resume, as upstream).
         c.ema_rampup = None  # Disable EMA rampup.
     return desc
-
-
-def check_resume_file(path, state_path, host):
-    """Fail before training when the resume pickle or state is unreadable or was trained with other plugins."""
-    import legacy
-
-    try:
-        with open(path, "rb") as f:
-            data = legacy.load_network_pkl(f)
-    except legacy.NetworkPickleError as exc:
-        raise UserError(f"--resume: {exc}") from None
-    missing = [k for k in ("G", "D", "G_ema") if data.get(k) is None]
-    if missing:
-        raise UserError(f"--resume={path}: the pickle lacks {', '.join(missing)}; training needs G, D and G_ema")
-    try:
-        state = checkpoint.load_state(state_path) if state_path is not None else None
-    except ValueError as exc:
-        raise UserError(f"--resume: {exc}") from None
-    host.check_resume(snapshot=data, state=state)
 
 
 def apply_performance(c, opts):
@@ -300,7 +279,13 @@ def validate_metrics(opts, host=None):
 
 
 def build_config(opts, host):
-    """(config EasyDict for training_loop, run description)."""
+    """(config EasyDict for training_loop, run description).
+
+    `host` is the launcher's PluginHost, built from `opts.plugin_kwargs` (which the config records):
+    it registers the plugins' metrics and runs gan_configure, once per run, before the config is final.
+    The dataset is opened here for its size and resolution (as NVIDIA's train.py does); its plugin
+    checks (gan_dataset_ready) and the resume pickle's are the training loop's, which runs them once.
+    """
     c = dnnlib.EasyDict()
     gpus = _default(opts, "gpus", 1)
     if gpus < 1:
@@ -321,7 +306,7 @@ def build_config(opts, host):
     desc += f"-{cfg}"
     desc += apply_overrides(c, opts, gpus)
     desc += apply_augment(c, opts)
-    desc += apply_resume(c, opts, host)
+    desc += apply_resume(c, opts)
     if _default(opts, "freezed", 0):
         c.D_kwargs.block_kwargs.freeze_layers = opts.freezed
         desc += f"-freezed{opts.freezed:d}"
@@ -341,10 +326,7 @@ def build_config(opts, host):
 
     if host.plugins:
         desc += "-" + "-".join(host.plugins)
+    c.plugin_kwargs = dnnlib.EasyDict(opts.get("plugin_kwargs") or {})
     host.configure(config=c, dataset_kwargs=c.training_set_kwargs)
-    # Plugins validate the data now, so that a refusal comes before the run directory exists.
-    counts = training_set.class_counts() if training_set.has_labels and training_set.has_onehot_labels else None
-    host.dataset_ready(dataset=training_set, class_counts=counts)
-    c.plugins = host.options_record()
     training_set.close()
     return c, desc

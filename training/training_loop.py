@@ -23,10 +23,10 @@ from training import checkpoint
 from training.run_logging import RunLoggers
 
 
-def _default_host():
+def build_host(plugin_kwargs):
     from plugins.host import PluginHost  # Imported lazily: a loop without plugins needs no pluggy at import time.
 
-    return PluginHost.create([])
+    return PluginHost.from_config(plugin_kwargs)
 
 
 class Trainer:
@@ -65,7 +65,8 @@ class Trainer:
         allow_tf32=False,           # Enable torch.backends.cuda.matmul.allow_tf32 and cudnn.allow_tf32?
         device="auto",              # 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'.
         loggers={},                 # Options for RunLoggers (tensorboard, wandb).
-        host=None,                  # plugins.host.PluginHost (None = no plugins).
+        plugin_kwargs={},           # {name: {class_name | module, version, source, **options}}, in --plugins order.
+        host=None,                  # A ready plugins.host.PluginHost instead of plugin_kwargs (tests: plugin objects).
         abort_fn=None,              # Callback that determines whether to abort training.
         progress_fn=None,           # Callback function for updating training progress.
         max_iterations=None,        # Stop after this many iterations of this process (tests, benchmarks).
@@ -73,7 +74,7 @@ class Trainer:
     ):
         self.c = dnnlib.EasyDict(locals())
         del self.c["self"]
-        self.host = host if host is not None else _default_host()
+        self.host = host if host is not None else build_host(plugin_kwargs)
         self.rank = rank
         self.num_gpus = num_gpus
         self.run_dir = run_dir
@@ -90,7 +91,9 @@ class Trainer:
         if resume_pkl is not None:
             self.resume(resume_pkl, resume_state)
         self.setup_data_iterator()
-        self.host.on_train_start(trainer=self)
+        self.register_metrics()
+        self.host.on_train_start(G=self.G, D=self.D, G_ema=self.G_ema, device=self.device, rank=rank,
+                                 num_gpus=num_gpus, random_seed=random_seed, run_dir=run_dir)
         self.setup_snapshot_grid()
         self.loggers = RunLoggers(run_dir, rank=rank, options=dict(loggers)) if rank == 0 else None
 
@@ -163,16 +166,15 @@ class Trainer:
         for name, module, opt_kwargs, reg_interval in [("G", self.G, c.G_opt_kwargs, c.G_reg_interval),
                                                        ("D", self.D, c.D_opt_kwargs, c.D_reg_interval)]:
             params = [p for p in module.parameters()]
-            extra = self.host.extra_parameters(network=name, module=module)
             if reg_interval is None:
-                opt = dnnlib.util.construct_class_by_name(params + extra, **opt_kwargs)
+                opt = dnnlib.util.construct_class_by_name(params, **opt_kwargs)
                 self.phases.append(dnnlib.EasyDict(name=name + "both", module=module, opt=opt, interval=1))
             else:  # Lazy regularisation: scale lr and betas so the main phase behaves as if reg were every step.
                 mb_ratio = reg_interval / (reg_interval + 1)
                 opt_kwargs = dnnlib.EasyDict(opt_kwargs)
                 opt_kwargs.lr = opt_kwargs.lr * mb_ratio
                 opt_kwargs.betas = [beta ** mb_ratio for beta in opt_kwargs.betas]
-                opt = dnnlib.util.construct_class_by_name(params + extra, **opt_kwargs)
+                opt = dnnlib.util.construct_class_by_name(params, **opt_kwargs)
                 self.phases.append(dnnlib.EasyDict(name=name + "main", module=module, opt=opt, interval=1))
                 self.phases.append(dnnlib.EasyDict(name=name + "reg", module=module, opt=opt, interval=reg_interval))
 
@@ -217,12 +219,22 @@ class Trainer:
             if self.c.resume_state is None:
                 self.save_images("fakes_init.png")
 
+    def register_metrics(self):
+        """Plugins' metrics, unless the launcher in this process registered them already."""
+        from metrics import metric_main
+
+        if any(not metric_main.is_valid_metric(m) for m in self.c.metrics):
+            self.host.register_metrics(register=metric_main.register_metric)
+
     def resume(self, resume_pkl, resume_state):
         import legacy
 
         self.log(f'Resuming from "{resume_pkl}"')
-        with dnnlib.util.open_url(resume_pkl) as f:
-            resume_data = legacy.load_network_pkl(f)
+        try:
+            with dnnlib.util.open_url(resume_pkl) as f:
+                resume_data = legacy.load_network_pkl(f)
+        except legacy.NetworkPickleError as exc:
+            raise ValueError(f"--resume: {exc}") from None
         state = checkpoint.load_state(resume_state) if resume_state is not None else None
         self.host.check_resume(snapshot=resume_data, state=state)
         for name, module in [("G", self.G), ("D", self.D), ("G_ema", self.G_ema)]:
@@ -353,7 +365,7 @@ class Trainer:
                 training_stats.report("Progress/ada_r", r)
 
     def train_step(self):
-        self.host.on_step(cur_nimg=self.cur_nimg, trainer=self)
+        self.host.on_step(cur_nimg=self.cur_nimg, batch_idx=self.batch_idx)
         data = self.fetch_data()
         self.run_phases(data)
         self.update_ema()
@@ -438,7 +450,7 @@ class Trainer:
     def write_stats(self, timestamp):
         self.stats_collector.update()
         stats_dict = self.stats_collector.as_dict()
-        self.host.log_scalars(stats=stats_dict, cur_nimg=self.cur_nimg)
+        self.host.on_tick(stats=stats_dict, cur_nimg=self.cur_nimg)
         if self.loggers is not None:
             self.loggers.write(stats_dict, self.stats_metrics, timestamp=timestamp, cur_nimg=self.cur_nimg)
         self.stats_metrics = dict()
@@ -519,7 +531,7 @@ class Trainer:
                 break
         if self.loggers is not None:
             self.loggers.close()
-        self.host.on_train_end(trainer=self)
+        self.host.on_train_end(cur_nimg=self.cur_nimg, run_dir=self.run_dir)
         self.print_summary()
         self.log("Exiting...")
 

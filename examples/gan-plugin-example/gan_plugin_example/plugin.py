@@ -15,18 +15,17 @@ version = "0.1.0"
 class WL2:
     version = version
 
-    def __init__(self):
+    def __init__(self, wl2_weight=0.01):  # The trainer passes the resolved options as keyword arguments.
+        if wl2_weight < 0:
+            raise ValueError("wl2: --wl2-weight must be non-negative")
+        self.weight = wl2_weight
         self.batches = 0
 
+    @staticmethod  # Called on the class, before construction: its options are the constructor's arguments.
     @hookimpl
-    def gan_add_options(self):
+    def gan_add_options():
         return [click.Option(["--wl2-weight"], type=float, default=0.01, show_default=True,
                              help="wl2: weight of the mean squared distance of w from w_avg")]
-
-    @hookimpl
-    def gan_configure(self, config):
-        if self.options["wl2_weight"] < 0:
-            raise ValueError("wl2: --wl2-weight must be non-negative")
 
     @hookimpl
     def gan_loss_terms(self, ctx):
@@ -35,7 +34,7 @@ class WL2:
         w = ctx.g_capture["w_streams"]["w"]  # [N, w_dim], before truncation and style mixing.
         w_avg = ctx.G.mapping.w_avg.detach()
         self.batches += 1
-        return [("w_dist", self.options["wl2_weight"], (w - w_avg).square().mean(dim=1))]
+        return [("w_dist", self.weight, (w - w_avg).square().mean(dim=1))]
 
     @hookimpl
     def gan_state_dict(self):
@@ -45,6 +44,3 @@ class WL2:
     def gan_load_state_dict(self, state):
         self.batches = int(state["batches"])
 
-
-def create_plugin():
-    return WL2()
