@@ -38,7 +38,7 @@ def measure(data, plugins, iterations, warmup, cfg, device, batch):
     c.run_dir = tempfile.mkdtemp(prefix="bench-")
     c.max_iterations = None
     c.image_snapshot_ticks = c.network_snapshot_ticks = None
-    trainer = Trainer(host=host, **c)
+    trainer = Trainer(**c)
     times = []
     for _ in range(warmup + iterations):
         start = time.perf_counter()

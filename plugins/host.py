@@ -21,7 +21,6 @@ import pluggy
 import torch
 
 import dnnlib
-from torch_utils import training_stats
 
 from . import PluginError, hookspecs
 
@@ -425,8 +424,10 @@ class PluginHost:
         return weight
 
     def loss_terms(self, ctx, batch_size):
-        """Sum of weight * mean(term) over all plugins' terms; each term is reported in the stats."""
-        total = 0
+        """The plugins' validated terms for one pass, as training.loss.LossTerm (owner = the plugin's name)."""
+        from training.loss import LossTerm
+
+        result = []
         for name, terms in self._call_each("gan_loss_terms", ctx=ctx):
             for term in terms or []:
                 if not (isinstance(term, (tuple, list)) and len(term) == 3):
@@ -439,10 +440,10 @@ class PluginHost:
                 if not torch.isfinite(value.detach()).all():
                     raise PluginError(f"plugin {name!r}: loss term {term_name!r} is not finite in phase {ctx.phase} "
                                       f"at kimg {ctx.cur_nimg / 1000:.1f}")
-                training_stats.report(f"Loss/{name}/{term_name}", value)
-                if weight != 0:
-                    total = total + float(weight) * value.mean()
-        return total
+                if not np.isfinite(float(weight)):
+                    raise PluginError(f"plugin {name!r}: loss term {term_name!r} has weight {weight!r}")
+                result.append(LossTerm(owner=name, name=str(term_name), weight=float(weight), value=value))
+        return result
 
     def real_logits_for(self, ctx, default):
         result = self._first("gan_real_logits", ctx=ctx)

@@ -120,7 +120,8 @@ class Utlo:
 
     @hookimpl
     def gan_loss_terms(self, ctx):
-        if not self.active or not self.add_uc or ctx.phase not in ("Gmain", "Dmain"):
+        # Gmain; Dmain's real pass (it runs its own fake and real low-resolution passes, after D's real pass).
+        if not self.active or not self.add_uc or ctx.phase not in ("Gmain", "Dmain") or (ctx.phase == "Dmain" and ctx.side != "real"):
             return []
         a_uc = loss_weights(self.alpha, self.add_uc)[1]
         fake_low = ctx.g_capture["block_outputs"][self.res_uc][1]

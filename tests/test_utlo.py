@@ -10,6 +10,7 @@ from plugins.utlo import loss_weights
 from torch_utils.ops import upfirdn2d
 from training.loss import StyleGAN2Loss
 from training.networks import Discriminator, Generator
+from training.training_loop import accumulate_gradients
 
 
 def build(res=32, res_uc=8, c_dim=5, alpha=1.0, add_uc="1"):
@@ -92,22 +93,25 @@ def test_loss_weights():
     assert loss_weights(2.0, add_uc=False) == (1.0, 0.0)
 
 
-def _loss(host, G, D):
-    return StyleGAN2Loss("cpu", G, D, augment_pipe=None, host=host, style_mixing_prob=0, r1_gamma=1.0, pl_weight=0)
+def _loss(G, D):
+    return StyleGAN2Loss("cpu", G, D, augment_pipe=None, style_mixing_prob=0, r1_gamma=1.0, pl_weight=0)
+
+
+def _phase(host, G, D, phase, real, c, z):
+    accumulate_gradients(_loss(G, D), host, phase, real, c, z, c, gain=1, cur_nimg=0)
 
 
 def test_r1_does_not_reach_low_res_head_and_uc_terms_do():
     host, G, D = build()
     G.train()
-    loss = _loss(host, G, D)
     D.requires_grad_(True)
     real, c = torch.randn(4, 3, 32, 32), torch.eye(5)[:4]
-    loss.accumulate_gradients("Dreg", real, c, torch.randn(4, 8), c, gain=1)
+    _phase(host, G, D, "Dreg", real, c, torch.randn(4, 8))
     head = D.extensions["utlo"]
     assert head.fromrgb_uc.weight.grad is None or float(head.fromrgb_uc.weight.grad.abs().sum()) == 0
     assert float(D.b32.fromrgb.weight.grad.abs().sum()) > 0
     D.zero_grad(set_to_none=True)
-    loss.accumulate_gradients("Dmain", real, c, torch.randn(4, 8), c, gain=1)
+    _phase(host, G, D, "Dmain", real, c, torch.randn(4, 8))
     assert float(head.fromrgb_uc.weight.grad.abs().sum()) > 0
 
 
@@ -116,11 +120,11 @@ def test_alpha_zero_equals_baseline_conditional_loss():
     G.train()
     real, c, z = torch.randn(4, 3, 32, 32), torch.eye(5)[:4], torch.randn(4, 8)
     grads = []
-    for loss_host in (host, None):  # The same networks, with and without the plugin's loss terms.
+    for loss_host in (host, build_host([])):  # The same networks, with and without the plugin's loss terms.
         G.zero_grad(set_to_none=True)
         G.requires_grad_(True)
         torch.manual_seed(1)
-        _loss(loss_host, G, D).accumulate_gradients("Gmain", real, c, z, c, gain=1)
+        _phase(loss_host, G, D, "Gmain", real, c, z)
         grads.append([p.grad.clone() for p in G.parameters() if p.grad is not None])
     assert len(grads[0]) == len(grads[1]) > 0
     for a, b in zip(*grads):

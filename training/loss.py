@@ -1,38 +1,127 @@
 """StyleGAN2 loss: non-saturating logistic loss, lazy R1, path-length regularisation, style mixing.
 
-Plugins contribute through the host facade (plugins.host.PluginHost), never by name:
-  host.generator_batch(...)   may replace (z, c) of a generator batch (e.g. twins)
-  host.base_loss_weight(...)  multiplier of the adversarial base terms (product over plugins)
-  host.loss_terms(...)        extra named per-sample terms, summed into the phase loss
-  host.real_logits_for(...)   which real logit feeds R1 and the ADA signal
+The loss computes; the training loop combines (EDM's shape). `StyleGAN2Loss.passes(...)` runs one phase
+on one micro-batch as a sequence of forward passes and yields, for each, a `LossPass`: the named
+per-sample base terms and a `LossContext` from which plugins add their own terms. The loop
+(`training.training_loop.accumulate_gradients`) weights, reports, sums and backpropagates every term of
+a pass in one place, before the next pass runs. The loss holds no plugin host and no state between
+phases; the two decisions plugins may take inside a phase arrive as functions:
+
+  rebuild_batch(phase, z, c, cur_nimg) -> (z, c)     e.g. NoisyTwins' twins (Gmain, Dmain)
+  select_real_logits(ctx, default) -> logits         e.g. another head's logit for R1 and ADA
 """
+
+import dataclasses
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
 
-import dnnlib
 from torch_utils import training_stats
 from torch_utils.ops import conv2d_gradfix
 
 PHASES = ("Gmain", "Greg", "Gboth", "Dmain", "Dreg", "Dboth")
 
 
+@dataclasses.dataclass
+class LossContext:
+    """What a pass hands to plugins (``gan_loss_terms``, ``gan_real_logits``). Fields a pass lacks are None.
+
+    ``phase`` is 'Gmain', 'Greg', 'Dmain' or 'Dreg'; ``side`` says which D pass of the phase this is:
+    'fake' (Gmain; Dmain's first pass), 'real' (Dmain's second pass, Dreg) or None (Greg, no D pass).
+
+    * Gmain (side 'fake'): gen_z, gen_c, gen_img, gen_ws, g_capture, gen_logits, d_capture (D's features
+      of this fake pass). Gradients flow into G.
+    * Greg: gen_z, gen_c, gen_img, gen_ws, g_capture (the path-length batch).
+    * Dmain, side 'fake': gen_z, gen_c, gen_img (no gradient to G), g_capture, gen_logits, d_capture (D's
+      features of the fakes). Terms returned here are backpropagated with the fake pass.
+    * Dmain, side 'real': real_img, real_img_tmp, real_c, real_logits, d_capture (D's features of the reals),
+      and the phase's fake batch (gen_z, gen_c, gen_img detached, g_capture) for plugins that run their own
+      fake pass. gen_logits is None here: the fake pass's graph is gone.
+    * Dreg (side 'real'): real_img, real_img_tmp (R1 differentiates it), real_c, real_logits, d_capture.
+
+    ``loss`` is the StyleGAN2Loss: ``run_G``, ``run_D`` and ``augment`` are the API for extra passes (an
+    extra pass through ``augment`` draws new augmentations). ``G`` and ``D`` are the networks of this
+    process; under multi-process training they are not wrapped (gradients are averaged by the loop).
+    """
+
+    phase: str
+    side: Optional[str]
+    cur_nimg: int
+    device: torch.device
+    G: torch.nn.Module
+    D: torch.nn.Module
+    augment_pipe: Optional[torch.nn.Module]
+    loss: "StyleGAN2Loss"
+    gen_z: Optional[torch.Tensor] = None
+    gen_c: Optional[torch.Tensor] = None
+    gen_img: Optional[torch.Tensor] = None
+    gen_ws: Optional[torch.Tensor] = None
+    g_capture: Optional[Dict[str, Any]] = None
+    gen_logits: Optional[torch.Tensor] = None
+    d_capture: Optional[Dict[str, Any]] = None
+    real_img: Optional[torch.Tensor] = None
+    real_img_tmp: Optional[torch.Tensor] = None
+    real_c: Optional[torch.Tensor] = None
+    real_logits: Optional[torch.Tensor] = None
+
+    # Read-only mapping access (ctx["phase"], "gen_img" in ctx) for plugins written against the EasyDict ctx.
+    def __getitem__(self, key):
+        return getattr(self, key)
+
+    def __contains__(self, key):
+        return getattr(self, key, None) is not None
+
+    def get(self, key, default=None):
+        value = getattr(self, key, None)
+        return default if value is None else value
+
+
+@dataclasses.dataclass
+class LossTerm:
+    """A named per-sample term. The loop adds ``mean(value) * weight`` to the pass's loss and reports ``value``
+    as ``Loss/<owner>/<name>``. Base adversarial terms (``adversarial=True``) are further scaled by the
+    plugins' gan_base_loss_weight and always enter the loss, even at weight 0."""
+
+    owner: str
+    name: str
+    weight: float
+    value: torch.Tensor
+    adversarial: bool = False
+
+
+@dataclasses.dataclass
+class LossPass:
+    """One forward pass of a phase: its terms, its plugin context, and what the loop needs besides."""
+
+    name: str  # Profiler label: Gmain, Gpl, Dgen, Dreal, Dr1, Dreal_Dr1.
+    ctx: LossContext
+    terms: List[LossTerm]
+    anchor: Optional[torch.Tensor] = None  # A zero that keeps every parameter of the pass in the graph.
+    ada_signal: Optional[torch.Tensor] = None  # Real logits whose signs drive ADA.
+
+
+def keep_batch(phase, z, c, cur_nimg):
+    return z, c
+
+
+def default_real_logits(ctx, default):
+    return default
+
+
 class StyleGAN2Loss:
-    def __init__(self, device, G, D, augment_pipe=None, host=None, style_mixing_prob=0.9, r1_gamma=10,
-                 pl_batch_shrink=2, pl_decay=0.01, pl_weight=2):
+    def __init__(self, device, G, D, augment_pipe=None, style_mixing_prob=0.9, r1_gamma=10, pl_batch_shrink=2,
+                 pl_decay=0.01, pl_weight=2):
         self.device = device
         self.G = G
         self.D = D
         self.augment_pipe = augment_pipe
-        self.host = host
         self.style_mixing_prob = style_mixing_prob
         self.r1_gamma = r1_gamma
         self.pl_batch_shrink = pl_batch_shrink
         self.pl_decay = pl_decay
         self.pl_weight = pl_weight
         self.pl_mean = torch.zeros([], device=device)
-        self.cur_nimg = 0  # Set by the loop before every iteration (plugins schedule from it).
-        self.on_real_signal = None  # Callback receiving the real logits that drive ADA (AdaController.accumulate).
 
     # ------------------------------------------------------------------ networks
 
@@ -55,30 +144,15 @@ class StyleGAN2Loss:
     def run_D(self, img, c, capture=None):
         return self.D(self.augment(img), c, capture=capture)
 
-    # ------------------------------------------------------------------ helpers
-
-    def _context(self, phase, **kwargs):
-        return dnnlib.EasyDict(phase=phase, loss=self, G=self.G, D=self.D, augment_pipe=self.augment_pipe,
-                               device=self.device, cur_nimg=self.cur_nimg, **kwargs)
-
-    def _base_weight(self, phase):
-        return 1.0 if self.host is None else self.host.base_loss_weight(phase=phase, cur_nimg=self.cur_nimg)
-
-    def _extra_terms(self, ctx, batch_size):
-        """Sum of the plugins' weighted extra terms (a scalar tensor) or 0."""
-        if self.host is None:
-            return 0
-        return self.host.loss_terms(ctx, batch_size=batch_size)
-
-    def _generator_batch(self, phase, z, c):
-        if self.host is None:
-            return z, c
-        return self.host.generator_batch(phase=phase, z=z, c=c, cur_nimg=self.cur_nimg)
+    def _ctx(self, phase, side, cur_nimg, **fields):
+        return LossContext(phase=phase, side=side, cur_nimg=cur_nimg, device=self.device, G=self.G, D=self.D,
+                           augment_pipe=self.augment_pipe, loss=self, **fields)
 
     # ------------------------------------------------------------------ phases
 
-    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain):
-        """Run one phase on one micro-batch and backpropagate (gradients accumulate across micro-batches)."""
+    def passes(self, phase, real_img, real_c, gen_z, gen_c, cur_nimg, rebuild_batch=keep_batch,
+               select_real_logits=default_real_logits):
+        """Yield the LossPasses of one phase on one micro-batch; the caller backpropagates each before the next."""
         assert phase in PHASES, f"unknown phase {phase!r}; expected one of {PHASES}"
         do_Gmain = phase in ("Gmain", "Gboth")
         do_Dmain = phase in ("Dmain", "Dboth")
@@ -86,107 +160,90 @@ class StyleGAN2Loss:
         do_Dr1 = phase in ("Dreg", "Dboth") and self.r1_gamma != 0
 
         if do_Gmain:
-            self._g_main(gen_z, gen_c, gain)
+            z, c = rebuild_batch("Gmain", gen_z, gen_c, cur_nimg)
+            yield self._g_main(z, c, cur_nimg)
         if do_Gpl:
-            self._g_pl(gen_z, gen_c, gain)
-        loss_Dgen = 0
+            yield self._g_pl(gen_z, gen_c, cur_nimg)
+        fake = None
         if do_Dmain:
-            loss_Dgen = self._d_fake(gen_z, gen_c, gain)
+            z, c = rebuild_batch("Dmain", gen_z, gen_c, cur_nimg)
+            fake_pass = self._d_fake(z, c, cur_nimg)
+            yield fake_pass
+            fake = fake_pass.ctx
         if do_Dmain or do_Dr1:
-            self._d_real(real_img, real_c, gen_z, gen_c, loss_Dgen, do_Dmain, do_Dr1, gain)
+            yield self._d_real(real_img, real_c, fake, do_Dmain, do_Dr1, cur_nimg, select_real_logits)
 
-    def _g_main(self, gen_z, gen_c, gain):
+    def _g_main(self, gen_z, gen_c, cur_nimg):
         """Maximise D's logits for generated images."""
-        with torch.autograd.profiler.record_function("Gmain_forward"):
-            gen_z, gen_c = self._generator_batch("Gmain", gen_z, gen_c)
-            gen_img, gen_ws, capture = self.run_G(gen_z, gen_c)
-            d_capture = {}
-            gen_logits = self.run_D(gen_img, gen_c, capture=d_capture)
-            training_stats.report("Loss/scores/fake", gen_logits)
-            training_stats.report("Loss/signs/fake", gen_logits.sign())
-            loss_base = torch.nn.functional.softplus(-gen_logits)  # -log(sigmoid(gen_logits))
-            loss = loss_base.mean() * self._base_weight("Gmain")
-            ctx = self._context("Gmain", gen_z=gen_z, gen_c=gen_c, gen_img=gen_img, gen_ws=gen_ws, g_capture=capture,
-                                gen_logits=gen_logits, d_capture=d_capture)
-            loss = loss + self._extra_terms(ctx, batch_size=gen_z.shape[0])
-            training_stats.report("Loss/G/loss", loss_base)
-        with torch.autograd.profiler.record_function("Gmain_backward"):
-            loss.mul(gain).backward()
+        gen_img, gen_ws, capture = self.run_G(gen_z, gen_c)
+        d_capture = {}
+        gen_logits = self.run_D(gen_img, gen_c, capture=d_capture)
+        training_stats.report("Loss/scores/fake", gen_logits)
+        training_stats.report("Loss/signs/fake", gen_logits.sign())
+        loss_base = torch.nn.functional.softplus(-gen_logits)  # -log(sigmoid(gen_logits))
+        ctx = self._ctx("Gmain", "fake", cur_nimg, gen_z=gen_z, gen_c=gen_c, gen_img=gen_img, gen_ws=gen_ws,
+                        g_capture=capture, gen_logits=gen_logits, d_capture=d_capture)
+        return LossPass("Gmain", ctx, [LossTerm("G", "loss", 1.0, loss_base, adversarial=True)])
 
-    def _g_pl(self, gen_z, gen_c, gain):
+    def _g_pl(self, gen_z, gen_c, cur_nimg):
         """Path-length regularisation on a shrunk batch."""
-        with torch.autograd.profiler.record_function("Gpl_forward"):
-            batch_size = max(gen_z.shape[0] // self.pl_batch_shrink, 1)
-            gen_img, gen_ws, capture = self.run_G(gen_z[:batch_size], gen_c[:batch_size])
-            pl_noise = torch.randn_like(gen_img) / np.sqrt(gen_img.shape[2] * gen_img.shape[3])
-            with conv2d_gradfix.no_weight_gradients():
-                pl_grads = torch.autograd.grad(outputs=[(gen_img * pl_noise).sum()], inputs=[gen_ws],
-                                               create_graph=True, only_inputs=True)[0]
-            pl_lengths = pl_grads.square().sum(2).mean(1).sqrt()
-            pl_mean = self.pl_mean.lerp(pl_lengths.mean(), self.pl_decay)
-            self.pl_mean.copy_(pl_mean.detach())
-            pl_penalty = (pl_lengths - pl_mean).square()
-            training_stats.report("Loss/pl_penalty", pl_penalty)
-            loss_Gpl = pl_penalty * self.pl_weight
-            training_stats.report("Loss/G/reg", loss_Gpl)
-            ctx = self._context("Greg", gen_z=gen_z[:batch_size], gen_c=gen_c[:batch_size], gen_img=gen_img,
-                                gen_ws=gen_ws, g_capture=capture)
-            # `gen_img[:, 0, 0, 0] * 0` keeps every synthesis parameter in the graph (DDP needs a gradient for all).
-            loss = (gen_img[:, 0, 0, 0] * 0 + loss_Gpl).mean() + self._extra_terms(ctx, batch_size=batch_size)
-        with torch.autograd.profiler.record_function("Gpl_backward"):
-            loss.mul(gain).backward()
+        batch_size = max(gen_z.shape[0] // self.pl_batch_shrink, 1)
+        gen_img, gen_ws, capture = self.run_G(gen_z[:batch_size], gen_c[:batch_size])
+        pl_noise = torch.randn_like(gen_img) / np.sqrt(gen_img.shape[2] * gen_img.shape[3])
+        with conv2d_gradfix.no_weight_gradients():
+            pl_grads = torch.autograd.grad(outputs=[(gen_img * pl_noise).sum()], inputs=[gen_ws],
+                                           create_graph=True, only_inputs=True)[0]
+        pl_lengths = pl_grads.square().sum(2).mean(1).sqrt()
+        pl_mean = self.pl_mean.lerp(pl_lengths.mean(), self.pl_decay)
+        self.pl_mean.copy_(pl_mean.detach())
+        pl_penalty = (pl_lengths - pl_mean).square()
+        training_stats.report("Loss/pl_penalty", pl_penalty)
+        loss_Gpl = pl_penalty * self.pl_weight
+        # `gen_img[:, 0, 0, 0] * 0` keeps every synthesis parameter in the graph (all ranks need a gradient for all).
+        ctx = self._ctx("Greg", None, cur_nimg, gen_z=gen_z[:batch_size], gen_c=gen_c[:batch_size], gen_img=gen_img,
+                        gen_ws=gen_ws, g_capture=capture)
+        return LossPass("Gpl", ctx, [LossTerm("G", "reg", 1.0, gen_img[:, 0, 0, 0] * 0 + loss_Gpl)])
 
-    def _d_fake(self, gen_z, gen_c, gain):
-        """Minimise D's logits for generated images. Returns the per-sample loss for reporting."""
-        with torch.autograd.profiler.record_function("Dgen_forward"):
-            gen_z, gen_c = self._generator_batch("Dmain", gen_z, gen_c)
-            with torch.no_grad():
-                gen_img, _gen_ws, _capture = self.run_G(gen_z, gen_c)
-            gen_logits = self.run_D(gen_img, gen_c)
-            training_stats.report("Loss/scores/fake", gen_logits)
-            training_stats.report("Loss/signs/fake", gen_logits.sign())
-            loss_Dgen = torch.nn.functional.softplus(gen_logits)
-            self._last_fake = dnnlib.EasyDict(gen_z=gen_z, gen_c=gen_c, gen_img=gen_img.detach(), g_capture=_capture)
-        with torch.autograd.profiler.record_function("Dgen_backward"):
-            (loss_Dgen.mean() * self._base_weight("Dmain")).mul(gain).backward()
-        return loss_Dgen
+    def _d_fake(self, gen_z, gen_c, cur_nimg):
+        """Minimise D's logits for generated images."""
+        with torch.no_grad():
+            gen_img, _gen_ws, g_capture = self.run_G(gen_z, gen_c)
+        d_capture = {}
+        gen_logits = self.run_D(gen_img, gen_c, capture=d_capture)
+        training_stats.report("Loss/scores/fake", gen_logits)
+        training_stats.report("Loss/signs/fake", gen_logits.sign())
+        loss_Dgen = torch.nn.functional.softplus(gen_logits)
+        ctx = self._ctx("Dmain", "fake", cur_nimg, gen_z=gen_z, gen_c=gen_c, gen_img=gen_img, g_capture=g_capture,
+                        gen_logits=gen_logits, d_capture=d_capture)
+        return LossPass("Dgen", ctx, [LossTerm("D", "fake", 1.0, loss_Dgen, adversarial=True)])
 
-    def _d_real(self, real_img, real_c, gen_z, gen_c, loss_Dgen, do_Dmain, do_Dr1, gain):
+    def _d_real(self, real_img, real_c, fake, do_Dmain, do_Dr1, cur_nimg, select_real_logits):
         """Maximise D's logits for real images (Dmain) and/or apply R1 (Dreg)."""
         name = "Dreal_Dr1" if do_Dmain and do_Dr1 else "Dreal" if do_Dmain else "Dr1"
-        phase = "Dmain" if do_Dmain else "Dreg"
-        with torch.autograd.profiler.record_function(name + "_forward"):
-            real_img_tmp = real_img.detach().requires_grad_(do_Dr1)
-            d_capture = {}
-            real_logits = self.run_D(real_img_tmp, real_c, capture=d_capture)
-            ctx = self._context(phase, real_img=real_img, real_img_tmp=real_img_tmp, real_c=real_c,
-                                real_logits=real_logits, d_capture=d_capture, gen_z=gen_z, gen_c=gen_c)
-            if do_Dmain:
-                ctx.update(getattr(self, "_last_fake", None) or {})
-            # The logit that drives R1 and ADA: D's own unless a plugin provides another one.
-            signal_logits = real_logits if self.host is None else self.host.real_logits_for(ctx, default=real_logits)
-            training_stats.report("Loss/scores/real", real_logits)
-            training_stats.report("Loss/signs/real", signal_logits.sign())
-            if self.on_real_signal is not None:
-                self.on_real_signal(signal_logits)
+        real_img_tmp = real_img.detach().requires_grad_(do_Dr1)
+        d_capture = {}
+        real_logits = self.run_D(real_img_tmp, real_c, capture=d_capture)
+        fake_fields = {}
+        if fake is not None:  # The phase's fake batch, for plugins that make their own fake pass.
+            fake_fields = dict(gen_z=fake.gen_z, gen_c=fake.gen_c, gen_img=fake.gen_img, g_capture=fake.g_capture)
+        ctx = self._ctx("Dmain" if do_Dmain else "Dreg", "real", cur_nimg, real_img=real_img, real_img_tmp=real_img_tmp,
+                        real_c=real_c, real_logits=real_logits, d_capture=d_capture, **fake_fields)
+        # The logit that drives R1 and ADA: D's own unless a plugin provides another one.
+        signal_logits = select_real_logits(ctx, real_logits)
+        training_stats.report("Loss/scores/real", real_logits)
+        training_stats.report("Loss/signs/real", signal_logits.sign())
 
-            loss = real_logits.sum() * 0
-            if do_Dmain:
-                loss_Dreal = torch.nn.functional.softplus(-real_logits)
-                training_stats.report("Loss/D/loss", loss_Dgen + loss_Dreal)
-                loss = loss + loss_Dreal.mean() * self._base_weight("Dmain")
-                loss = loss + self._extra_terms(ctx, batch_size=real_img.shape[0])
-            if do_Dr1:
-                with torch.autograd.profiler.record_function("r1_grads"), conv2d_gradfix.no_weight_gradients():
-                    r1_grads = torch.autograd.grad(outputs=[signal_logits.sum()], inputs=[real_img_tmp],
-                                                   create_graph=True, only_inputs=True)[0]
-                r1_penalty = r1_grads.square().sum([1, 2, 3])
-                loss_Dr1 = r1_penalty * (self.r1_gamma / 2)
-                training_stats.report("Loss/r1_penalty", r1_penalty)
-                training_stats.report("Loss/D/reg", loss_Dr1)
-                loss = loss + loss_Dr1.mean()
-                if not do_Dmain:
-                    loss = loss + self._extra_terms(ctx, batch_size=real_img.shape[0])
-        self._last_fake = None
-        with torch.autograd.profiler.record_function(name + "_backward"):
-            loss.mul(gain).backward()
+        terms = []
+        if do_Dmain:
+            loss_Dreal = torch.nn.functional.softplus(-real_logits)
+            if fake is not None:
+                training_stats.report("Loss/D/loss", torch.nn.functional.softplus(fake.gen_logits.detach()) + loss_Dreal)
+            terms.append(LossTerm("D", "real", 1.0, loss_Dreal, adversarial=True))
+        if do_Dr1:
+            with torch.autograd.profiler.record_function("r1_grads"), conv2d_gradfix.no_weight_gradients():
+                r1_grads = torch.autograd.grad(outputs=[signal_logits.sum()], inputs=[real_img_tmp],
+                                               create_graph=True, only_inputs=True)[0]
+            r1_penalty = r1_grads.square().sum([1, 2, 3])
+            training_stats.report("Loss/r1_penalty", r1_penalty)
+            terms.append(LossTerm("D", "reg", 1.0, r1_penalty * (self.r1_gamma / 2)))
+        return LossPass(name, ctx, terms, anchor=real_logits.sum() * 0, ada_signal=signal_logits)

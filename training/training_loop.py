@@ -159,9 +159,7 @@ class Trainer:
     def setup_phases(self):
         c = self.c
         self.loss = dnnlib.util.construct_class_by_name(device=self.device, G=self.G, D=self.D,
-                                                        augment_pipe=self.augment_pipe, host=self.host, **c.loss_kwargs)
-        if self.ada is not None:
-            self.loss.on_real_signal = self.ada.accumulate
+                                                        augment_pipe=self.augment_pipe, **c.loss_kwargs)
         self.phases = []
         for name, module, opt_kwargs, reg_interval in [("G", self.G, c.G_opt_kwargs, c.G_reg_interval),
                                                        ("D", self.D, c.D_opt_kwargs, c.D_reg_interval)]:
@@ -322,15 +320,16 @@ class Trainer:
         )
 
     def run_phases(self, data):
-        self.loss.cur_nimg = self.cur_nimg
+        ada_signal = self.ada.accumulate if self.ada is not None else None
         for phase, phase_gen_z, phase_gen_c in zip(self.phases, data.gen_z, data.gen_c):
             if self.batch_idx % phase.interval != 0:
                 continue
             phase.opt.zero_grad(set_to_none=True)
             phase.module.requires_grad_(True)
             for real_img, real_c, gen_z, gen_c in zip(data.real_img, data.real_c, phase_gen_z, phase_gen_c):
-                self.loss.accumulate_gradients(phase=phase.name, real_img=real_img, real_c=real_c,
-                                               gen_z=gen_z, gen_c=gen_c, gain=phase.interval)
+                accumulate_gradients(self.loss, self.host, phase=phase.name, real_img=real_img, real_c=real_c,
+                                     gen_z=gen_z, gen_c=gen_c, gain=phase.interval, cur_nimg=self.cur_nimg,
+                                     ada_signal=ada_signal)
             phase.module.requires_grad_(False)
             with torch.autograd.profiler.record_function(phase.name + "_opt"):
                 self.step_optimizer(phase)
@@ -538,6 +537,39 @@ class Trainer:
     def log(self, message):
         if self.rank == 0:
             print(message, flush=True)
+
+
+def accumulate_gradients(loss, host, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg, ada_signal=None):
+    """Run one phase on one micro-batch: the one place where loss terms are weighted, reported, summed and
+    backpropagated. Each pass of the phase (loss.passes) gets the plugins' terms for its context, then
+    `sum(mean(term) * weight) * gain` is backpropagated before the next pass runs."""
+    for loss_pass in loss.passes(phase, real_img, real_c, gen_z, gen_c, cur_nimg, rebuild_batch=host.generator_batch,
+                                 select_real_logits=host.real_logits_for):
+        ctx = loss_pass.ctx
+        terms = loss_pass.terms + host.loss_terms(ctx, batch_size=_batch_size_of(ctx))
+        base_weight = None
+        total = loss_pass.anchor if loss_pass.anchor is not None else 0
+        for term in terms:
+            training_stats.report(f"Loss/{term.owner}/{term.name}", term.value)
+            weight = float(term.weight)
+            if term.adversarial:
+                if base_weight is None:
+                    base_weight = host.base_loss_weight(phase=ctx.phase, cur_nimg=cur_nimg)
+                weight *= base_weight
+            elif weight == 0:
+                continue  # A switched-off plugin term: reported, not backpropagated.
+            total = total + term.value.mean() * weight
+        if loss_pass.ada_signal is not None and ada_signal is not None:
+            ada_signal(loss_pass.ada_signal)
+        with torch.autograd.profiler.record_function(loss_pass.name + "_backward"):
+            total.mul(gain).backward()
+
+
+def _batch_size_of(ctx):
+    for tensor in (ctx.real_img, ctx.gen_z):
+        if tensor is not None:
+            return tensor.shape[0]
+    return None
 
 
 def _all_reduce_sum(tensor):
