@@ -15,6 +15,7 @@ import torch
 
 import dnnlib
 import legacy
+from torch_utils import misc
 
 
 def parse_range(s):
@@ -47,9 +48,14 @@ def load_generator(network, device):
     return G.eval().requires_grad_(False).to(device)
 
 
-def make_labels(G, class_idx, n, device):
+def make_labels(G, class_idx, n, device, seed=None):
     c = torch.zeros([n, G.c_dim], device=device)
     if G.c_dim != 0:
+        prior = misc.label_prior(G)
+        if class_idx is None and prior is not None and seed is not None:
+            # The network's own classes (e.g. self-conditioning's clusters): draw one from its label prior.
+            class_idx = int(np.random.RandomState(seed).choice(G.c_dim, p=prior))
+            print(f"  class {class_idx} (drawn from the network's label prior; pass --class to choose)")
         if class_idx is None:
             raise click.ClickException(f"--class is required for a conditional network (classes 0..{G.c_dim - 1})")
         if not 0 <= class_idx < G.c_dim:
@@ -78,9 +84,9 @@ def save_png(pil, path):
 
 
 def generate_seed_images(G, seeds, class_idx, truncation_psi, noise_mode, outdir, device):
-    label = make_labels(G, class_idx, 1, device)
     for seed_idx, seed in enumerate(seeds):
         print(f"Generating image for seed {seed} ({seed_idx + 1}/{len(seeds)}) ...")
+        label = make_labels(G, class_idx, 1, device, seed=seed)
         img = G(seed_z(G, seed, device), label, truncation_psi=truncation_psi, noise_mode=noise_mode)
         save_png(to_pil(to_uint8(img)[0]), os.path.join(outdir, f"seed{seed:04d}.png"))
 

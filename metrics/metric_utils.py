@@ -24,6 +24,7 @@ import torch
 import tqdm
 
 import dnnlib
+from torch_utils import misc
 
 from . import detectors
 from .data_utils import dataset_fingerprint, read_lt_info, reference_dataset_kwargs  # noqa: F401 (re-exported)
@@ -283,14 +284,19 @@ class FakeLabelSampler:
     {'balanced': [class ids]} (the classes in turn, for equal per-class counts).
     """
 
-    def __init__(self, dataset, c_dim, mode="dataset", rng=None):
+    def __init__(self, dataset, c_dim, mode="dataset", rng=None, prior=None):
         self.c_dim = int(c_dim)
         self.rng = rng if rng is not None else np.random.default_rng()
         self.mode = mode
         self.labels = None
+        self.prior = None
         self.balanced = isinstance(mode, dict)
         self.next = 0
         if self.c_dim == 0:
+            return
+        if mode == "dataset" and prior is not None:  # The network's own classes (e.g. clusters): G's label prior.
+            self.prior = np.asarray(prior, dtype=np.float64)
+            self.classes = np.arange(self.c_dim)
             return
         if self.balanced:
             if set(mode) != {"balanced"}:
@@ -317,6 +323,11 @@ class FakeLabelSampler:
         if self.labels is not None:
             c = self.labels[self.rng.integers(len(self.labels), size=n)]
             return c, class_ids_from_labels(c)
+        if self.prior is not None:
+            ids = self.rng.choice(self.c_dim, size=n, p=self.prior)
+            c = np.zeros([n, self.c_dim], dtype=np.float32)
+            c[np.arange(n), ids] = 1
+            return c, ids
         if self.balanced:
             ids = self.classes[(self.next + np.arange(n)) % len(self.classes)]
             self.next = (self.next + n) % len(self.classes)
@@ -425,11 +436,12 @@ def compute_feature_stats_for_generator(opts, detector_url, detector_kwargs, rel
     c_dim = int(getattr(G, "c_dim", 0))
     mode = opts.fake_labels if fake_labels is None else fake_labels
     dataset = None
-    if c_dim > 0 and isinstance(mode, str) and mode == "dataset":
+    prior = misc.label_prior(G)
+    if c_dim > 0 and isinstance(mode, str) and mode == "dataset" and prior is None:
         dataset = dnnlib.util.construct_class_by_name(**(opts.dataset_kwargs if dataset_kwargs is None else dataset_kwargs))
     base_seed = opts.seed if opts.seed is not None else int.from_bytes(os.urandom(4), "little")
     seed = int(base_seed) * opts.num_gpus + opts.rank
-    sampler = FakeLabelSampler(dataset, c_dim, mode, rng=np.random.default_rng(seed))
+    sampler = FakeLabelSampler(dataset, c_dim, mode, rng=np.random.default_rng(seed), prior=prior)
     gen = torch.Generator(device=opts.device).manual_seed(seed)
     detector = get_feature_detector(detector_url, device=opts.device, num_gpus=opts.num_gpus, rank=opts.rank,
                                     verbose=opts.verbose, opts=opts)

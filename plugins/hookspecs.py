@@ -74,6 +74,21 @@ def gan_dataset_ready(dataset: Any, class_counts: Optional[np.ndarray]) -> None:
     """
 
 
+@hookspec(firstresult=True)
+def gan_label_dim(dataset: Any, label_dim: int) -> Optional[int]:
+    """The width of the networks' labels (c_dim), when it is not the dataset's. Once per run, every rank,
+    after gan_dataset_ready and before networks are built.
+
+    A plugin that makes its own labels (e.g. k clusters) answers here, on a dataset with or without labels;
+    it then also provides the real labels (gan_real_labels) and usually a label prior (``jobs.set_label_prior``
+    or ``training.networks.set_label_prior``) from which fakes, grids, generate.py and the metrics draw c.
+
+    :param dataset: the training set.
+    :param label_dim: the dataset's label width (0 without ``--cond=1`` or without labels).
+    :returns: the networks' c_dim, or None to keep ``label_dim``.
+    """
+
+
 @hookspec
 def gan_extend_networks(G: torch.nn.Module, D: torch.nn.Module, dataset: Any) -> None:
     """Attach extension modules: ``G.mapping.extensions[name] = module``, ``D.extensions[name] = module``.
@@ -84,6 +99,36 @@ def gan_extend_networks(G: torch.nn.Module, D: torch.nn.Module, dataset: Any) ->
     :param G: the generator (training copy; G_ema is copied from it afterwards).
     :param D: the discriminator.
     :param dataset: the training set.
+    """
+
+
+@hookspec
+def gan_extra_optimizers(G: torch.nn.Module, D: torch.nn.Module) -> Optional[Sequence[Dict[str, Any]]]:
+    """Optimisers for parameters outside G and D (e.g. the trainable heads of a vision-aided discriminator).
+    Once per run, every rank, after networks and extensions exist and before resume.
+
+    :param G: the generator.
+    :param D: the discriminator.
+    :returns: a list of dicts ``{name, params, opt_kwargs, step_with}``: ``params`` a list of parameters on
+        the training device, ``opt_kwargs`` like G_opt_kwargs (``class_name``, ``lr``, ``betas``...),
+        ``step_with`` 'G' or 'D'. The loop zeroes them with that network's phases, makes their parameters
+        trainable only during those phases, averages their gradients over ranks, replaces NaN/inf and steps
+        them after each of those phases, with that network's lazy-regularisation ratio applied to ``lr`` and
+        ``betas``; their state is saved in the training state and restored on resume (an optimiser new to
+        a resumed run starts fresh, with a notice).
+    """
+
+
+@hookspec
+def gan_frozen_modules(device: torch.device) -> Optional[Dict[str, torch.nn.Module]]:
+    """Pretrained modules that are used but never trained (e.g. a vision backbone). Once per run, every rank.
+
+    The host moves each to ``device``, puts it in eval mode with ``requires_grad=False``, keeps it out of
+    every optimiser, and never writes it into snapshots or the training state (keep your own reference;
+    gradients may still flow *through* it to G's images).
+
+    :param device: the training device.
+    :returns: {name: module}; names must be unique across plugins.
     """
 
 
@@ -117,14 +162,19 @@ def gan_train_start(G: torch.nn.Module, D: torch.nn.Module, G_ema: torch.nn.Modu
 
 
 @hookspec
-def gan_step(cur_nimg: int, batch_idx: int) -> None:
+def gan_step(cur_nimg: int, batch_idx: int, jobs: Any) -> None:
     """Start of every iteration, before the batch is fetched. Every rank.
 
     Schedules must be computed from ``cur_nimg`` in closed form (never by counting calls), so that a
-    resumed run continues exactly.
+    resumed run continues exactly. Periodic jobs with the data (e.g. re-clustering every N kimg) run here.
 
     :param cur_nimg: real images shown so far (all ranks together).
     :param batch_idx: iterations done so far.
+    :param jobs: ``training.training_loop.IterationJobs``: ``D``, ``dataset``, ``device``, ``rank``,
+        ``num_gpus``, ``random_seed``; ``frozen_D()`` (an eval-mode, gradient-free copy of D made on
+        demand); ``on_rank0_then_broadcast(fn)`` (runs ``fn()`` on rank 0 and returns its picklable result
+        on every rank); ``set_class_counts(counts)`` (announces new class counts: gan_class_counts_changed);
+        ``set_label_prior(probs)`` (G's and G_ema's label prior).
     """
 
 
@@ -140,15 +190,35 @@ def gan_real_labels(images: torch.Tensor, labels: torch.Tensor, cur_nimg: int) -
 
 
 @hookspec(firstresult=True)
-def gan_sample_fake_labels(n: int, rng: np.random.RandomState, dataset: Any,
-                           class_counts: Optional[np.ndarray]) -> Optional[np.ndarray]:
-    """Labels for ``n`` generated images. Every rank.
+def gan_sample_fake_labels(n: int, rng: np.random.RandomState, dataset: Any, class_counts: Optional[np.ndarray],
+                           real_labels: torch.Tensor) -> Optional[np.ndarray]:
+    """Labels for ``n`` generated images (all phases of one iteration). Every rank.
 
     :param n: how many labels.
     :param rng: the trainer's numpy RandomState (saved in the training state for exact resume).
     :param dataset: the training set.
-    :param class_counts: as for gan_dataset_ready.
-    :returns: float32 [n, c_dim] (one-hot), or None for the trainer's default (``--fake-labels``).
+    :param class_counts: the current class counts (the dataset's, or the last ``set_class_counts``).
+    :param real_labels: this iteration's real labels [batch, c_dim], after gan_real_labels.
+    :returns: float32 [n, c_dim] (one-hot), or None for the default: G's label prior when it has one, else
+        ``--fake-labels``.
+    """
+
+
+@hookspec
+def gan_class_counts_changed(class_counts: np.ndarray) -> None:
+    """The classes' image counts changed (a plugin relabelled the data, e.g. re-clustering). Every rank.
+
+    :param class_counts: int array [c_dim].
+    """
+
+
+@hookspec(firstresult=True)
+def gan_grid_labels(grid_size: Tuple[int, int], labels: np.ndarray) -> Optional[np.ndarray]:
+    """Labels of the snapshot grid (``fakes*.png``), when the dataset's do not fit the network. Rank 0.
+
+    :param grid_size: (columns, rows).
+    :param labels: the dataset's labels of the grid's real images, [columns * rows, label_dim].
+    :returns: float32 [columns * rows, c_dim], or None (then G's label prior, else the dataset's labels).
     """
 
 

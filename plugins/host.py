@@ -357,8 +357,48 @@ class PluginHost:
     def dataset_ready(self, dataset, class_counts):
         self.pm.hook.gan_dataset_ready(dataset=dataset, class_counts=class_counts)
 
+    def label_dim(self, dataset, label_dim):
+        result = self._first("gan_label_dim", dataset=dataset, label_dim=label_dim)
+        if result is None:
+            return label_dim
+        if not isinstance(result, (int, np.integer)) or result < 1:
+            raise PluginError(f"gan_label_dim must return a positive int, got {result!r}")
+        return int(result)
+
     def extend_networks(self, G, D, dataset):
         self.pm.hook.gan_extend_networks(G=G, D=D, dataset=dataset)
+
+    def extra_optimizers(self, G, D):
+        """[dict(name, params, opt_kwargs, step_with, plugin)] declared by the plugins, validated."""
+        found = []
+        for plugin, result in self._call_each("gan_extra_optimizers", G=G, D=D):
+            for spec in result or []:
+                if not isinstance(spec, dict) or not {"name", "params", "opt_kwargs", "step_with"} <= set(spec):
+                    raise PluginError(f"plugin {plugin!r}: gan_extra_optimizers must return dicts with name, params, "
+                                      f"opt_kwargs and step_with, got {spec!r}")
+                if spec["step_with"] not in ("G", "D"):
+                    raise PluginError(f"plugin {plugin!r}: optimiser {spec['name']!r} has step_with="
+                                      f"{spec['step_with']!r}; use 'G' or 'D'")
+                params = list(spec["params"])
+                if not params or not all(isinstance(p, torch.nn.Parameter) for p in params):
+                    raise PluginError(f"plugin {plugin!r}: optimiser {spec['name']!r} needs a non-empty list of parameters")
+                name = f"{plugin}/{spec['name']}"
+                if any(f["name"] == name for f in found):
+                    raise PluginError(f"plugin {plugin!r} declares optimiser {spec['name']!r} twice")
+                found.append(dict(spec, name=name, params=params, plugin=plugin))
+        return found
+
+    def frozen_modules(self, device):
+        """{name: module} of every plugin's frozen modules, moved to device, in eval mode, without gradients."""
+        modules = {}
+        for plugin, result in self._call_each("gan_frozen_modules", device=device):
+            for name, module in (result or {}).items():
+                if name in modules:
+                    raise PluginError(f"plugin {plugin!r}: frozen module name {name!r} is already taken")
+                if not isinstance(module, torch.nn.Module):
+                    raise PluginError(f"plugin {plugin!r}: frozen module {name!r} is not a torch.nn.Module")
+                modules[name] = module.to(device).eval().requires_grad_(False)
+        return modules
 
     def check_resume(self, snapshot, state):
         """Refuse to resume a run trained with other plugins, then let each plugin check the snapshot."""
@@ -390,19 +430,30 @@ class PluginHost:
 
     # ------------------------------------------------------------------ iteration facade
 
-    def on_step(self, cur_nimg, batch_idx):
-        self.pm.hook.gan_step(cur_nimg=cur_nimg, batch_idx=batch_idx)
+    def on_step(self, cur_nimg, batch_idx, jobs):
+        self.pm.hook.gan_step(cur_nimg=cur_nimg, batch_idx=batch_idx, jobs=jobs)
 
-    def real_labels(self, images, labels, cur_nimg):
+    def class_counts_changed(self, class_counts):
+        self.pm.hook.gan_class_counts_changed(class_counts=class_counts)
+
+    def grid_labels(self, grid_size, labels):
+        return self._first("gan_grid_labels", grid_size=grid_size, labels=labels)
+
+    def real_labels(self, images, labels, cur_nimg, c_dim):
+        """The real batch's labels for networks with c_dim classes (a plugin's when the width is its own)."""
         result = self._first("gan_real_labels", images=images, labels=labels, cur_nimg=cur_nimg)
         if result is None:
+            if labels.shape[1] != c_dim:
+                raise PluginError(f"the networks have c_dim={c_dim} but the data's labels are {labels.shape[1]} wide "
+                                  "and no plugin provides real labels (gan_real_labels)")
             return labels
-        if tuple(result.shape) != tuple(labels.shape):
-            raise PluginError(f"gan_real_labels returned shape {list(result.shape)}, expected {list(labels.shape)}")
-        return result.to(labels.device, labels.dtype)
+        if tuple(result.shape) != (labels.shape[0], c_dim):
+            raise PluginError(f"gan_real_labels returned shape {list(result.shape)}, expected {[labels.shape[0], c_dim]}")
+        return torch.as_tensor(result).to(labels.device, torch.float32)
 
-    def sample_fake_labels(self, n, rng, dataset, class_counts):
-        return self._first("gan_sample_fake_labels", n=n, rng=rng, dataset=dataset, class_counts=class_counts)
+    def sample_fake_labels(self, n, rng, dataset, class_counts, real_labels):
+        return self._first("gan_sample_fake_labels", n=n, rng=rng, dataset=dataset, class_counts=class_counts,
+                           real_labels=real_labels)
 
     def generator_batch(self, phase, z, c, cur_nimg):
         result = self._first("gan_generator_batch", phase=phase, z=z, c=c, cur_nimg=cur_nimg)

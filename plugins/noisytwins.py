@@ -106,6 +106,13 @@ class NoisyTwins:
             self.generator.set_state(self._resumed_generator_state)
         self.ext.generator = self.generator
 
+    @hookimpl
+    def gan_class_counts_changed(self, class_counts):
+        """Another plugin relabelled the data (e.g. new clusters): lambda_k follows the new counts."""
+        self.counts = np.asarray(class_counts, dtype=np.int64)
+        if self.ext is not None:
+            self.ext.lambda_k.copy_(torch.as_tensor(class_scales(self.counts, self.beta), dtype=torch.float32))
+
     # ------------------------------------------------------------------ iteration
 
     def twins_active(self, cur_nimg):

@@ -23,6 +23,8 @@ def _recorder(plugin_name, hook_name):
         CALLS.append((plugin_name, hook_name))
         if hook_name == "gan_register_metrics":
             args[0](_recording_metric, name="recording_metric")
+        if hook_name == "gan_step" and plugin_name == "rec_a" and args[1] == 0:  # (cur_nimg, batch_idx, jobs)
+            args[2].set_class_counts(args[2].dataset.class_counts())  # Reaches gan_class_counts_changed.
         if hook_name == "gan_state_dict":
             return {"saved_by": plugin_name}  # Only plugins that saved state are asked to load it.
         return None

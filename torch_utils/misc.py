@@ -144,6 +144,18 @@ class InfiniteSampler(torch.utils.data.Sampler):
 # Parameters and buffers.
 
 
+def label_prior(G):
+    """G's label prior as a numpy array of class probabilities, or None (see training.networks.LabelPrior).
+
+    Found by name, so that it works on unpickled snapshots without the code that trained them.
+    """
+    extensions = getattr(getattr(G, "mapping", None), "extensions", None)
+    if extensions is None or "label_prior" not in extensions:
+        return None
+    probs = extensions["label_prior"].probs.detach().cpu().double().numpy()
+    return probs / probs.sum()
+
+
 def params_and_buffers(module):
     assert isinstance(module, torch.nn.Module)
     return list(module.parameters()) + list(module.buffers())

@@ -193,6 +193,8 @@ class MappingNetwork(torch.nn.Module):
         activation="lrelu",         # Activation function: 'relu', 'lrelu', etc.
         lr_multiplier=0.01,         # Learning rate multiplier for the mapping layers.
         w_avg_beta=0.995,           # Decay for tracking the moving average of W during training, None = do not track.
+        c_in_fc0=True,              # Feed the normalised label embedding to fc0 (NVIDIA)? False: fc0 takes norm(z) only and
+                                    # c enters through an extension's after_layer (transitional-cGAN).
     ):
         super().__init__()
         self.z_dim = z_dim
@@ -201,6 +203,7 @@ class MappingNetwork(torch.nn.Module):
         self.num_ws = num_ws
         self.num_layers = num_layers
         self.w_avg_beta = w_avg_beta
+        self.c_in_fc0 = c_in_fc0 or z_dim == 0  # D's label mapping has no z: its fc0 always takes the embedding.
 
         if embed_features is None:
             embed_features = w_dim
@@ -208,7 +211,7 @@ class MappingNetwork(torch.nn.Module):
             embed_features = 0
         if layer_features is None:
             layer_features = w_dim
-        features_list = [z_dim + embed_features] + [layer_features] * (num_layers - 1) + [w_dim]
+        features_list = [z_dim + (embed_features if self.c_in_fc0 else 0)] + [layer_features] * (num_layers - 1) + [w_dim]
 
         if c_dim > 0:
             self.embed = FullyConnectedLayer(c_dim, embed_features)
@@ -237,6 +240,8 @@ class MappingNetwork(torch.nn.Module):
                 for fn in self._ext_call("transform_embed"):
                     e = fn(e, c)
                 y = normalize_2nd_moment(e)
+        if not self.c_in_fc0:
+            y = None  # fc0 sees z only; extensions still receive the embedding e (and c).
         h = torch.cat([x, y], dim=1) if (x is not None and y is not None) else (x if x is not None else y)
         streams = {"w": h}
         for fn in self._ext_call("stream_inputs"):
@@ -735,6 +740,38 @@ class DiscriminatorEpilogue(torch.nn.Module):
 
 
 @persistence.persistent_class
+class LabelPrior(torch.nn.Module):
+    """Class probabilities of a network whose labels are not the dataset's (e.g. self-conditioning's clusters).
+
+    Attached as ``G.mapping.extensions['label_prior']`` (see set_label_prior); generate.py and the metrics
+    draw c from it when it is there, so snapshots sample sensible labels without the plugin that set it.
+    The mapping network ignores it (it implements none of the extension methods).
+    """
+
+    def __init__(self, c_dim):
+        super().__init__()
+        self.c_dim = c_dim
+        self.register_buffer("probs", torch.full([c_dim], 1.0 / max(c_dim, 1)))
+
+    def sample(self, n, generator=None):
+        """One-hot labels [n, c_dim] drawn from probs (on probs' device)."""
+        ids = torch.multinomial(self.probs.float(), n, replacement=True, generator=generator)
+        return torch.nn.functional.one_hot(ids, self.c_dim).to(torch.float32)
+
+
+def set_label_prior(G, probs):
+    """Create or update G's label prior: probs is a [c_dim] array of non-negative weights (normalised here)."""
+    probs = torch.as_tensor(np.asarray(probs, dtype=np.float32))
+    if probs.ndim != 1 or probs.shape[0] != G.c_dim or not torch.isfinite(probs).all() or (probs < 0).any() or probs.sum() <= 0:
+        raise ValueError(f"a label prior needs {G.c_dim} finite non-negative weights with a positive sum, got {probs.tolist()}")
+    if "label_prior" not in G.mapping.extensions:
+        G.mapping.extensions["label_prior"] = LabelPrior(G.c_dim).to(G.mapping.w_avg.device if hasattr(G.mapping, "w_avg") else "cpu")
+    prior = G.mapping.extensions["label_prior"]
+    prior.probs.copy_(probs / probs.sum())
+    return prior
+
+
+@persistence.persistent_class
 class Discriminator(torch.nn.Module):
     def __init__(self,
         c_dim,                          # Conditioning label (C) dimensionality.
@@ -781,6 +818,17 @@ class Discriminator(torch.nn.Module):
             self.mapping = MappingNetwork(z_dim=0, c_dim=c_dim, w_dim=cmap_dim, num_ws=None, w_avg_beta=None, **mapping_kwargs)
         self.b4 = DiscriminatorEpilogue(channels_dict[4], cmap_dim=cmap_dim, resolution=4, **epilogue_kwargs, **common_kwargs)
         self.extensions = torch.nn.ModuleDict()  # Plugin heads; empty = NVIDIA's network exactly.
+
+    @property
+    def feature_dims(self):
+        """{capture key: per-sample shape} of what forward(..., capture=dict) records, for sizing plugin heads:
+        'b4_in' the epilogue input (before minibatch-stddev), 'fc' the epilogue's last features, 'cmap' the
+        mapped label (conditional D only)."""
+        c4 = self.b4.in_channels
+        dims = {"b4_in": (c4, 4, 4), "fc": (c4,)}
+        if self.c_dim > 0:
+            dims["cmap"] = (self.b4.cmap_dim,)
+        return dims
 
     def forward(self, img, c, capture=None, **block_kwargs):
         x = None

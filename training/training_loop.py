@@ -91,6 +91,7 @@ class Trainer:
         if resume_pkl is not None:
             self.resume(resume_pkl, resume_state)
         self.setup_data_iterator()
+        self.jobs = IterationJobs(self)
         self.register_metrics()
         self.host.on_train_start(G=self.G, D=self.D, G_ema=self.G_ema, device=self.device, rank=rank,
                                  num_gpus=num_gpus, random_seed=random_seed, run_dir=run_dir)
@@ -128,11 +129,15 @@ class Trainer:
         self.log(f"Label shape: {ts.label_shape}")
         self.class_counts = ts.class_counts() if ts.has_labels and ts.has_onehot_labels else None
         self.host.dataset_ready(dataset=ts, class_counts=self.class_counts)
+        self.c_dim = self.host.label_dim(dataset=ts, label_dim=ts.label_dim)  # A plugin may label the data itself.
+        if self.c_dim != ts.label_dim:
+            self.log(f"Networks' label width: {self.c_dim} (set by a plugin; the dataset's is {ts.label_dim})")
+            self.class_counts = None  # Until the plugin announces its own (jobs.set_class_counts).
 
     def build_networks(self):
         c = self.c
         self.log("Constructing networks...")
-        common = dict(c_dim=self.training_set.label_dim, img_resolution=self.training_set.resolution,
+        common = dict(c_dim=self.c_dim, img_resolution=self.training_set.resolution,
                       img_channels=self.training_set.num_channels)
         self.G = dnnlib.util.construct_class_by_name(**c.G_kwargs, **common).train().requires_grad_(False)
         self.D = dnnlib.util.construct_class_by_name(**c.D_kwargs, **common).train().requires_grad_(False)
@@ -140,6 +145,7 @@ class Trainer:
         self.G = self.G.train().requires_grad_(False).to(self.device)  # Again: extensions arrive trainable.
         self.D = self.D.train().requires_grad_(False).to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval()
+        self.frozen_modules = self.host.frozen_modules(device=self.device)  # Used by plugins, never trained or saved.
 
     def setup_augment(self):
         from training.augment import AdaController
@@ -161,20 +167,26 @@ class Trainer:
         self.loss = dnnlib.util.construct_class_by_name(device=self.device, G=self.G, D=self.D,
                                                         augment_pipe=self.augment_pipe, **c.loss_kwargs)
         self.phases = []
+        self.extra_optimizers = {}  # {plugin/name: optimiser} declared through gan_extra_optimizers.
+        extra_specs = self.host.extra_optimizers(G=self.G, D=self.D)
+        for spec in extra_specs:  # Trainable only during their network's phases, like G and D.
+            for p in spec["params"]:
+                p.requires_grad_(False)
         for name, module, opt_kwargs, reg_interval in [("G", self.G, c.G_opt_kwargs, c.G_reg_interval),
                                                        ("D", self.D, c.D_opt_kwargs, c.D_reg_interval)]:
             params = [p for p in module.parameters()]
+            extras = [dnnlib.EasyDict(name=spec["name"], params=spec["params"],
+                                      opt=dnnlib.util.construct_class_by_name(spec["params"], **lazy_reg_opt_kwargs(
+                                          spec["opt_kwargs"], reg_interval)))
+                      for spec in extra_specs if spec["step_with"] == name]
+            opt = dnnlib.util.construct_class_by_name(params, **lazy_reg_opt_kwargs(opt_kwargs, reg_interval))
             if reg_interval is None:
-                opt = dnnlib.util.construct_class_by_name(params, **opt_kwargs)
-                self.phases.append(dnnlib.EasyDict(name=name + "both", module=module, opt=opt, interval=1))
-            else:  # Lazy regularisation: scale lr and betas so the main phase behaves as if reg were every step.
-                mb_ratio = reg_interval / (reg_interval + 1)
-                opt_kwargs = dnnlib.EasyDict(opt_kwargs)
-                opt_kwargs.lr = opt_kwargs.lr * mb_ratio
-                opt_kwargs.betas = [beta ** mb_ratio for beta in opt_kwargs.betas]
-                opt = dnnlib.util.construct_class_by_name(params, **opt_kwargs)
-                self.phases.append(dnnlib.EasyDict(name=name + "main", module=module, opt=opt, interval=1))
-                self.phases.append(dnnlib.EasyDict(name=name + "reg", module=module, opt=opt, interval=reg_interval))
+                self.phases.append(dnnlib.EasyDict(name=name + "both", module=module, opt=opt, interval=1, extras=extras))
+            else:  # Lazy regularisation: lr and betas are scaled so the main phase behaves as if reg were every step.
+                self.phases.append(dnnlib.EasyDict(name=name + "main", module=module, opt=opt, interval=1, extras=extras))
+                self.phases.append(dnnlib.EasyDict(name=name + "reg", module=module, opt=opt, interval=reg_interval,
+                                                   extras=extras))
+            self.extra_optimizers.update({extra.name: extra.opt for extra in extras})
 
     def setup_counters(self):
         self.cur_nimg = 0
@@ -209,6 +221,7 @@ class Trainer:
             return
         with torch.random.fork_rng(devices=[]):
             self.grid_size, images, labels = checkpoint.setup_snapshot_image_grid(self.training_set, self.c.random_seed)
+            labels = self.grid_labels(labels)
             checkpoint.save_image_grid(images, os.path.join(self.run_dir, "reals.png"), drange=[0, 255],
                                        grid_size=self.grid_size)
             gen = torch.Generator().manual_seed(self.c.random_seed)
@@ -223,6 +236,20 @@ class Trainer:
 
         if any(not metric_main.is_valid_metric(m) for m in self.c.metrics):
             self.host.register_metrics(register=metric_main.register_metric)
+
+    def grid_labels(self, dataset_labels):
+        """The grid's labels: a plugin's, else G's label prior when the widths differ, else the dataset's."""
+        n = dataset_labels.shape[0]
+        labels = self.host.grid_labels(grid_size=self.grid_size, labels=dataset_labels)
+        if labels is None and dataset_labels.shape[1] != self.c_dim:
+            prior = misc.label_prior(self.G)
+            probs = prior if prior is not None else np.full([self.c_dim], 1 / self.c_dim)
+            ids = np.random.RandomState(self.c.random_seed).choice(self.c_dim, size=n, p=probs)
+            labels = np.eye(self.c_dim, dtype=np.float32)[ids]
+        labels = dataset_labels if labels is None else np.asarray(labels, dtype=np.float32)
+        if labels.shape != (n, self.c_dim):
+            raise ValueError(f"grid labels have shape {list(labels.shape)}, expected {[n, self.c_dim]}")
+        return labels
 
     def resume(self, resume_pkl, resume_state):
         import legacy
@@ -263,6 +290,7 @@ class Trainer:
             cur_nimg=self.cur_nimg, cur_tick=self.cur_tick + 1, batch_idx=self.batch_idx,
             samples_consumed=self.samples_consumed,
             optimizers={phase.name: phase.opt.state_dict() for phase in self.phases},
+            extra_optimizers={name: opt.state_dict() for name, opt in self.extra_optimizers.items()},
             pl_mean=self.loss.pl_mean.detach().cpu(),
             ada=self.ada.state_dict() if self.ada is not None else None,
             augment_p=float(self.augment_pipe.p) if self.augment_pipe is not None else None,
@@ -280,6 +308,12 @@ class Trainer:
         for phase in self.phases:
             if phase.name in state["optimizers"]:
                 phase.opt.load_state_dict(state["optimizers"][phase.name])
+        saved_extras = state.get("extra_optimizers", {})
+        for name, opt in self.extra_optimizers.items():
+            if name in saved_extras:
+                opt.load_state_dict(saved_extras[name])
+            else:
+                self.log(f"Notice: optimiser {name!r} is new in this run; it starts fresh")
         self.loss.pl_mean.copy_(state["pl_mean"].to(self.device))
         if self.ada is not None and state.get("ada") is not None:
             self.ada.load_state_dict(state["ada"])
@@ -290,12 +324,23 @@ class Trainer:
 
     # ------------------------------------------------------------------ one iteration
 
-    def sample_fake_labels(self, n):
+    def sample_fake_labels(self, n, real_c):
         labels = self.host.sample_fake_labels(n=n, rng=self.np_rng, dataset=self.training_set,
-                                              class_counts=self.class_counts)
+                                              class_counts=self.class_counts, real_labels=real_c)
         if labels is not None:
-            return torch.as_tensor(np.asarray(labels, dtype=np.float32))
+            labels = torch.as_tensor(np.asarray(labels, dtype=np.float32))
+            if tuple(labels.shape) != (n, self.c_dim):
+                raise ValueError(f"gan_sample_fake_labels returned shape {list(labels.shape)}, expected {[n, self.c_dim]}")
+            return labels
+        prior = misc.label_prior(self.G)
+        if prior is not None:  # The networks' own classes (e.g. clusters): draw from G's label prior.
+            onehot = np.zeros([n, self.c_dim], dtype=np.float32)
+            onehot[np.arange(n), self.np_rng.choice(self.c_dim, size=n, p=prior)] = 1
+            return torch.from_numpy(onehot)
         ts = self.training_set
+        if ts.label_dim != self.c_dim:
+            raise ValueError(f"the networks have c_dim={self.c_dim} but the dataset's labels are {ts.label_dim} wide; "
+                             "the plugin that set the width must sample fake labels or set a label prior")
         if self.c.fake_labels == "uniform" and ts.label_dim > 0 and ts.has_onehot_labels:
             present = np.flatnonzero(self.class_counts > 0)
             onehot = np.zeros([n, ts.label_dim], dtype=np.float32)
@@ -309,10 +354,10 @@ class Trainer:
             self.samples_consumed += real_img.shape[0]
             real_img = real_img.to(self.device).to(torch.float32) / 127.5 - 1
             real_c = real_c.to(self.device)
-            real_c = self.host.real_labels(images=real_img, labels=real_c, cur_nimg=self.cur_nimg)
+            real_c = self.host.real_labels(images=real_img, labels=real_c, cur_nimg=self.cur_nimg, c_dim=self.c_dim)
             n = len(self.phases) * self.batch_size
             all_gen_z = torch.randn([n, self.G.z_dim], device=self.device)
-            all_gen_c = self.sample_fake_labels(n).to(self.device)
+            all_gen_c = self.sample_fake_labels(n, real_c).to(self.device)
         return dnnlib.EasyDict(
             real_img=real_img.split(self.batch_gpu), real_c=real_c.split(self.batch_gpu),
             gen_z=[z.split(self.batch_gpu) for z in all_gen_z.split(self.batch_size)],
@@ -326,16 +371,26 @@ class Trainer:
                 continue
             phase.opt.zero_grad(set_to_none=True)
             phase.module.requires_grad_(True)
+            for extra in phase.extras:
+                extra.opt.zero_grad(set_to_none=True)
+                for p in extra.params:
+                    p.requires_grad_(True)
             for real_img, real_c, gen_z, gen_c in zip(data.real_img, data.real_c, phase_gen_z, phase_gen_c):
                 accumulate_gradients(self.loss, self.host, phase=phase.name, real_img=real_img, real_c=real_c,
                                      gen_z=gen_z, gen_c=gen_c, gain=phase.interval, cur_nimg=self.cur_nimg,
                                      ada_signal=ada_signal)
             phase.module.requires_grad_(False)
+            for extra in phase.extras:
+                for p in extra.params:
+                    p.requires_grad_(False)
             with torch.autograd.profiler.record_function(phase.name + "_opt"):
-                self.step_optimizer(phase)
+                self.step_optimizer(phase.opt)
+                for extra in phase.extras:
+                    self.step_optimizer(extra.opt)
 
-    def step_optimizer(self, phase):
-        params = [p for group in phase.opt.param_groups for p in group["params"] if p.grad is not None]
+    def step_optimizer(self, opt):
+        """Average gradients over ranks, replace NaN/inf, step."""
+        params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
         if len(params) > 0:
             flat = torch.cat([p.grad.flatten() for p in params])
             if self.num_gpus > 1:
@@ -344,7 +399,7 @@ class Trainer:
             misc.nan_to_num(flat, nan=0, posinf=1e5, neginf=-1e5, out=flat)
             for p, g in zip(params, flat.split([p.numel() for p in params])):
                 p.grad.copy_(g.reshape(p.shape))
-        phase.opt.step()
+        opt.step()
 
     def update_ema(self):
         with torch.autograd.profiler.record_function("Gema"):
@@ -364,7 +419,7 @@ class Trainer:
                 training_stats.report("Progress/ada_r", r)
 
     def train_step(self):
-        self.host.on_step(cur_nimg=self.cur_nimg, batch_idx=self.batch_idx)
+        self.host.on_step(cur_nimg=self.cur_nimg, batch_idx=self.batch_idx, jobs=self.jobs)
         data = self.fetch_data()
         self.run_phases(data)
         self.update_ema()
@@ -537,6 +592,60 @@ class Trainer:
     def log(self, message):
         if self.rank == 0:
             print(message, flush=True)
+
+
+def lazy_reg_opt_kwargs(opt_kwargs, reg_interval):
+    """Optimiser kwargs for a network whose regulariser runs every reg_interval steps (NVIDIA's lr/betas scaling)."""
+    if reg_interval is None:
+        return opt_kwargs
+    mb_ratio = reg_interval / (reg_interval + 1)
+    opt_kwargs = dnnlib.EasyDict(opt_kwargs)
+    opt_kwargs.lr = opt_kwargs.lr * mb_ratio
+    opt_kwargs.betas = [beta ** mb_ratio for beta in opt_kwargs.betas]
+    return opt_kwargs
+
+
+class IterationJobs:
+    """What gan_step's periodic jobs may use: the data, D, a frozen copy of D, and cross-rank helpers."""
+
+    def __init__(self, trainer):
+        self._trainer = trainer
+        self.dataset = trainer.training_set
+        self.device = trainer.device
+        self.rank = trainer.rank
+        self.num_gpus = trainer.num_gpus
+        self.random_seed = trainer.c.random_seed
+
+    @property
+    def D(self):
+        return self._trainer.D
+
+    def frozen_D(self):
+        """A copy of D in eval mode without gradients (e.g. to embed images for clustering)."""
+        return copy.deepcopy(self._trainer.D).eval().requires_grad_(False)
+
+    def on_rank0_then_broadcast(self, fn):
+        """fn() on rank 0, its (picklable) result on every rank: identical decisions on all processes."""
+        if self.num_gpus == 1:
+            return fn()
+        box = [fn() if self.rank == 0 else None]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def set_class_counts(self, counts):
+        """New per-class image counts of the networks' classes: stored, then gan_class_counts_changed."""
+        counts = np.asarray(counts, dtype=np.int64)
+        if counts.shape != (self._trainer.c_dim,):
+            raise ValueError(f"set_class_counts needs {self._trainer.c_dim} counts, got shape {list(counts.shape)}")
+        self._trainer.class_counts = counts
+        self._trainer.host.class_counts_changed(class_counts=counts)
+
+    def set_label_prior(self, probs):
+        """G's (and G_ema's) label prior, from which fakes, grids, generate.py and the metrics draw c."""
+        from training.networks import set_label_prior
+
+        for G in (self._trainer.G, self._trainer.G_ema):
+            set_label_prior(G, probs)
 
 
 def accumulate_gradients(loss, host, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg, ada_signal=None):
