@@ -5,8 +5,6 @@ import hashlib
 import json
 import os
 import pickle
-import subprocess
-import sys
 
 import pytest
 
@@ -14,9 +12,9 @@ from plugins import PluginError
 from plugins.host import HOOK_NAMES, PluginHost, construct_plugin, find_plugin, make_plugin_kwargs
 from plugins.testing import run_tiny_training
 from tests import recording_plugins
+from tests.conftest import run_train
 from training import checkpoint
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 B, A = "tests.recording_plugins:RecordingB", "tests.recording_plugins:RecordingA"
 TINY = ["--cfg=tiny", "--batch=8", "--kimg=0.048", "--tick=1", "--snap=1", "--workers=0", "--metrics=none",
         "--tensorboard=0", "--seed=5"]
@@ -95,11 +93,6 @@ def snapshot_digest(path):
             h.update(name.encode())
             h.update(tensor.detach().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def run_train(args):
-    return subprocess.run([sys.executable, os.path.join(REPO, "train.py"), *args], capture_output=True, text=True,
-                          cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"))
 
 
 @pytest.mark.slow

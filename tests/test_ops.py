@@ -162,11 +162,10 @@ def test_bias_act_matches_naive(act, cfg):
     alpha = spec.def_alpha if cfg["alpha"] is None else cfg["alpha"]
     gain = spec.def_gain if cfg["gain"] is None else cfg["gain"]
     expected = naive_bias_act(x, b, dim, act, alpha, gain, cfg["clamp"])
-    for impl in ("ref", "cuda"):  # 'cuda' on a CPU tensor runs the reference code
-        y = bias_act.bias_act(x, b, dim=cfg["dim"], act=act, alpha=cfg["alpha"], gain=cfg["gain"],
-                              clamp=cfg["clamp"], impl=impl)
-        assert y.dtype == torch.float32
-        assert_close(y, expected)
+    y = bias_act.bias_act(x, b, dim=cfg["dim"], act=act, alpha=cfg["alpha"], gain=cfg["gain"], clamp=cfg["clamp"],
+                          impl="ref")
+    assert y.dtype == torch.float32
+    assert_close(y, expected)
 
 
 def test_bias_act_custom_alpha_changes_lrelu_only_negative_side():
@@ -366,9 +365,8 @@ def test_upfirdn2d_matches_naive_loops(case):
     x = _randn(2, 3, 6, 5, seed=case)
     f = _filter(kind)
     expected = naive_upfirdn2d(x, None if f is None else f.numpy(), up, down, padding, flip, gain)
-    for impl in ("ref", "cuda"):
-        y = upfirdn2d.upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain, impl=impl)
-        assert_close(y, expected, atol=1e-4)
+    y = upfirdn2d.upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain, impl="ref")
+    assert_close(y, expected, atol=1e-4)
     upx, upy = parse_factor(up)
     downx, downy = parse_factor(down)
     px0, px1, py0, py1 = parse_pad(padding)

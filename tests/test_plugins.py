@@ -15,16 +15,11 @@ import train
 from plugins import PluginError, hookimpl
 from plugins.host import PluginHost, available_plugins
 from plugins.testing import BLOCK_PROJECT_IMPORTS, build_host, plugin_entries, run_tiny_training
+from tests.conftest import REPO, run_train
 from training import checkpoint
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--cfg=tiny", "--batch=8", "--tick=0.016", "--kimg=0.032", "--workers=0", "--metrics=none",
         "--tensorboard=0", "--snap=1"]
-
-
-def run_cli(args):
-    return subprocess.run([sys.executable, os.path.join(REPO, "train.py"), *args], capture_output=True, text=True,
-                          cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"))
 
 
 def test_unknown_plugin_lists_available(tmp_path, capsys):
@@ -122,7 +117,7 @@ def test_loss_term_validation_names_plugin():
 
 
 def test_help_lists_plugin_options_and_list_plugins(capsys):
-    result = run_cli(["--plugins=noisytwins,utlo", "--help"])
+    result = run_train(["--plugins=noisytwins,utlo", "--help"])
     assert result.returncode == 0
     for flag in ["--nt-sigma", "--nt-start-kimg", "--utlo-res-uc", "--utlo-alpha", "--plugins"]:
         assert flag in result.stdout
@@ -140,7 +135,7 @@ def test_utlo_on_unconditional_dataset(tmp_path, tiny_digits, capsys):
 
 
 def test_utlo_bad_res_uc_fails_before_training(tmp_path, tiny_digits):
-    result = run_cli([f"--outdir={tmp_path}", f"--data={tiny_digits}", "--cond=1", "--plugins=utlo", "--utlo-res-uc=16", *TINY])
+    result = run_train([f"--outdir={tmp_path}", f"--data={tiny_digits}", "--cond=1", "--plugins=utlo", "--utlo-res-uc=16", *TINY])
     assert result.returncode != 0
     assert "--utlo-res-uc=16" in result.stderr and "[4, 8]" in result.stderr
     assert not os.listdir(tmp_path)
@@ -149,7 +144,7 @@ def test_utlo_bad_res_uc_fails_before_training(tmp_path, tiny_digits):
 @pytest.mark.slow
 def test_noisytwins_utlo_train_resume_and_generate_without_plugins(tmp_path, tiny_digits):
     out = tmp_path / "runs"
-    result = run_cli([f"--outdir={out}", f"--data={tiny_digits}", "--cond=1", "--plugins=noisytwins,utlo",
+    result = run_train([f"--outdir={out}", f"--data={tiny_digits}", "--cond=1", "--plugins=noisytwins,utlo",
                       "--nt-sigma=0.5", "--utlo-res-uc=4", *TINY])
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = glob.glob(str(out / "00000-*"))
@@ -187,7 +182,7 @@ def test_noisytwins_utlo_train_resume_and_generate_without_plugins(tmp_path, tin
     assert sorted(os.listdir(tmp_path / "gen")) == ["seed0000.png", "seed0001.png"]
 
     # Resuming with other plugins is refused; with the same ones it continues the run.
-    result = run_cli([f"--outdir={out}", f"--data={tiny_digits}", "--cond=1", "--plugins=utlo", "--utlo-res-uc=4",
+    result = run_train([f"--outdir={out}", f"--data={tiny_digits}", "--cond=1", "--plugins=utlo", "--utlo-res-uc=4",
                       f"--resume={run_dir}", *TINY[:-2]])
     assert result.returncode != 0 and "trained with plugins ['noisytwins', 'utlo']" in result.stderr
 

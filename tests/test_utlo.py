@@ -69,8 +69,13 @@ def test_res_uc_zero_is_identical_to_baseline():
     torch.manual_seed(0)
     G0 = Generator(z_dim=8, c_dim=5, w_dim=8, img_resolution=32, img_channels=3, mapping_kwargs=dict(num_layers=2),
                    synthesis_kwargs=dict(channel_base=256, channel_max=16))
-    assert G.num_ws == G0.num_ws == 8 and len(G.mapping.extensions) == 0
-    assert [n for n, _ in G.named_parameters()] == [n for n, _ in G0.named_parameters()]
+    assert G.num_ws == G0.num_ws == 8 and len(G.mapping.extensions) == 0 and len(D.extensions) == 0
+    G0.load_state_dict(G.state_dict())  # Same names and shapes, else this raises.
+    G.eval()
+    G0.eval()
+    z, c = torch.randn(3, 8), torch.eye(5)[:3]
+    assert torch.equal(G(z, c, noise_mode="const"), G0(z, c, noise_mode="const"))
+    assert torch.equal(G(z, c, truncation_psi=0.5, noise_mode="const"), G0(z, c, truncation_psi=0.5, noise_mode="const"))
 
 
 def test_low_res_head_shape_class_independence_and_downsampling():
