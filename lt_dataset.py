@@ -45,6 +45,8 @@ import zipfile
 import click
 import numpy as np
 
+from dnnlib.dataset_format import DatasetError, DatasetFiles, read_label_file
+
 # name -> (number of classes, first medium rank, first few rank)
 BAND_TABLE = {
     'cifar10': (10, 3, 6), 'digits': (10, 3, 6), 'fashion-mnist': (10, 3, 6), 'mnist': (10, 3, 6),
@@ -172,62 +174,29 @@ def make_bands(counts, bands=None, dname=None):
 # Reading the source.
 
 
-class SourceDataset:
-    """A dataset directory or ZIP: member listing and reading (the ZIP is parsed once)."""
+class SourceDataset(DatasetFiles):
+    """A dataset directory or ZIP given as --source (dnnlib.dataset_format), with lt_dataset.py's errors."""
 
     def __init__(self, path):
-        self.path = os.path.expanduser(str(path))
-        self._zf = None
-        if os.path.isdir(self.path):
-            self.is_zip = False
-        elif os.path.isfile(self.path) and self.path.lower().endswith('.zip'):
-            self.is_zip = True
-            try:
-                self._zf = zipfile.ZipFile(self.path)
-            except zipfile.BadZipFile as err:
-                raise LTError(f'--source {self.path} is not a valid ZIP file: {err}') from err
-            self.names = set(self._zf.namelist())
-        elif os.path.exists(self.path):
-            raise LTError(f'--source {self.path} must be a dataset directory or .zip')
-        else:
-            raise LTError(f'--source {self.path} does not exist')
-
-    def has(self, name):
-        if self.is_zip:
-            return name in self.names
-        return os.path.isfile(os.path.join(self.path, name))
-
-    def read(self, name):
-        if self.is_zip:
-            return self._zf.read(name)
-        with open(os.path.join(self.path, name), 'rb') as f:
-            return f.read()
-
-    def close(self):
-        if self._zf is not None:
-            self._zf.close()
-            self._zf = None
+        try:
+            super().__init__(path)
+            if self.is_zip:
+                self.names()  # Parse the directory now: a broken ZIP is an error before anything is computed.
+        except (DatasetError, FileNotFoundError) as err:
+            raise LTError(f'--source: {err}') from err
 
 
 def load_labels(source, label_file):
     """Return (description, [(path, int label)], class names or None) from the label file."""
-    name = label_file or 'dataset.json'
-    disk = os.path.expanduser(name)
-    member = name.replace('\\', '/')
-    if not os.path.isabs(disk) and source.has(member):  # a file of the dataset wins over one in the cwd
-        desc = f'{source.path}/{member}'
-        data = source.read(member)
-    elif label_file and os.path.isfile(disk):
-        desc = disk
-        with open(disk, 'rb') as f:
-            data = f.read()
-    else:
-        raise LTError(f'label file {name} not found on disk or in {source.path}; pass --label-file or build the '
-                      'dataset with labels (dataset_tool.py)')
     try:
-        obj = json.loads(data)
-    except ValueError as err:
-        raise LTError(f'{desc} is not valid JSON: {err}') from err
+        if label_file is None and not source.has('dataset.json'):  # Never a dataset.json of the working directory.
+            raise FileNotFoundError('dataset.json')
+        obj, desc, _base_dir = read_label_file(source, label_file or 'dataset.json')
+    except FileNotFoundError:
+        raise LTError(f'label file {label_file or "dataset.json"} not found on disk or in {source.path}; pass '
+                      '--label-file or build the dataset with labels (dataset_tool.py)') from None
+    except DatasetError as err:
+        raise LTError(str(err)) from err
     if not isinstance(obj, dict) or not isinstance(obj.get('labels'), list):
         raise LTError(f'{desc} has no labels ("labels" missing or null); lt_dataset.py needs class labels')
     entries, seen = [], set()
@@ -342,7 +311,7 @@ def _make_lt(src, imf, label_file, seed, order, reverse, dname, bands, shot_labe
     _print_table(log, src.path, meta, sum(meta['counts']), sum(meta['available']))
     if src.is_zip:
         src.close()
-        write_into_zip(src.path, files, overwrite, src.names)
+        write_into_zip(src.path, files, overwrite, src.names())
     else:
         write_into_dir(src.path, files, overwrite)
     kept, full = sum(meta['counts']), sum(meta['available'])

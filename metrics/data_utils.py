@@ -6,11 +6,11 @@ file of the whole source set with the same rank labels, a path next to the file 
 """
 
 import hashlib
-import json
 import os
 import zipfile
 
 import dnnlib
+from dnnlib.dataset_format import DatasetError, DatasetFiles, is_image_name, read_label_file
 
 from .detectors import MetricError
 
@@ -19,18 +19,6 @@ def _hash_file(h, path):
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-
-
-def _is_image_name(name):
-    return os.path.splitext(name)[1].lower() in dataset_image_extensions()
-
-
-def dataset_image_extensions():
-    try:
-        from training.dataset import IMAGE_EXTENSIONS
-    except ImportError:
-        IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-    return IMAGE_EXTENSIONS
 
 
 def dataset_fingerprint(dataset_kwargs, content=False):
@@ -45,7 +33,7 @@ def dataset_fingerprint(dataset_kwargs, content=False):
     path = os.path.expanduser(str(dataset_kwargs.get("path", "")))
     label_file = dataset_kwargs.get("label_file")
     label_member = str(label_file).replace("\\", "/") if label_file else "dataset.json"
-    wanted = lambda name: _is_image_name(name) or name == label_member
+    wanted = lambda name: is_image_name(name) or name == label_member
     if os.path.isfile(path) and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
             for info in sorted(zf.infolist(), key=lambda i: i.filename):
@@ -73,21 +61,20 @@ def dataset_fingerprint(dataset_kwargs, content=False):
 
 
 def _read_label_json(dataset_path, label_file):
-    """(parsed JSON, directory for relative names or None) of a label file on disk or inside the dataset."""
-    disk = os.path.expanduser(str(label_file))
-    if os.path.isfile(disk):
-        with open(disk, "rb") as f:
-            return json.loads(f.read()), os.path.dirname(os.path.abspath(disk))
-    member = str(label_file).replace("\\", "/")
-    root = os.path.expanduser(str(dataset_path or ""))
-    if os.path.isdir(root) and os.path.isfile(os.path.join(root, member)):
-        with open(os.path.join(root, member), "rb") as f:
-            return json.loads(f.read()), None
-    if os.path.isfile(root) and zipfile.is_zipfile(root):
-        with zipfile.ZipFile(root) as zf:
-            if member in zf.namelist():
-                return json.loads(zf.read(member)), None
-    raise MetricError(f"label file {label_file!r} not found (neither on disk nor inside dataset {dataset_path!r})")
+    """(parsed JSON, directory for relative names or None) of a label file inside the dataset or on disk."""
+    files = None
+    try:
+        files = DatasetFiles(dataset_path) if dataset_path else None
+    except (DatasetError, FileNotFoundError):
+        pass  # A label file on disk may still be found.
+    try:
+        obj, _source, base_dir = read_label_file(files, label_file)
+        return obj, base_dir
+    except (DatasetError, FileNotFoundError) as err:
+        raise MetricError(f"label file {label_file!r}: {err}") from None
+    finally:
+        if files is not None:
+            files.close()
 
 
 def read_lt_info(dataset_kwargs):

@@ -122,8 +122,8 @@ def test_pickle_drops_zip_handle(tmp_path):
     images = make_images(4)
     ds = ImageFolderDataset(write_dataset(tmp_path / 'z', images, [0, 1, 0, 1], as_zip=True), use_labels=True)
     ds[0]
-    assert ds._zipfile is not None
-    state = ds.__getstate__()
+    assert ds._files._zipfile is not None
+    state = ds._files.__getstate__()
     assert state['_zipfile'] is None and state['_zip_pid'] is None
     clone = pickle.loads(pickle.dumps(ds))
     np.testing.assert_array_equal(clone[3][0], chw(images[3]))
@@ -133,9 +133,9 @@ def test_pickle_drops_zip_handle(tmp_path):
 def test_zip_reopened_in_other_process(tmp_path):
     images = make_images(12)
     ds = ImageFolderDataset(write_dataset(tmp_path / 'w', images, as_zip=True))
-    first = ds._get_zipfile()
-    ds._zip_pid = -1  # as if this object had been inherited through fork
-    assert ds._get_zipfile() is not first and ds._zip_pid == os.getpid()
+    first = ds._files.zipfile()
+    ds._files._zip_pid = -1  # as if this object had been inherited through fork
+    assert ds._files.zipfile() is not first and ds._files._zip_pid == os.getpid()
     loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=2, multiprocessing_context='fork')
     batches = torch.cat([x for x, _ in loader]).numpy()
     np.testing.assert_array_equal(batches, np.stack([chw(img) for img in images]))

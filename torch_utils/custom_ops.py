@@ -18,7 +18,6 @@ Two safety nets that upstream lacked:
 import glob
 import hashlib
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -135,9 +134,9 @@ def _copy_sources(build_dir, paths):
     for path in paths:
         dst = os.path.join(build_dir, os.path.basename(path))
         if not os.path.isfile(dst):
-            tmp = f"{dst}.tmp{os.getpid()}"
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, dst)
+            with open(path, "rb") as f:
+                data = f.read()
+            dnnlib.util.atomic_write(dst, lambda out, data=data: out.write(data))
         copied.append(dst)
     return copied
 

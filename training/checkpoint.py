@@ -13,8 +13,6 @@ import os
 import pickle
 import re
 
-import numpy as np
-import PIL.Image
 import torch
 
 from dnnlib.util import atomic_write
@@ -108,56 +106,3 @@ def restore_rng_states(states, np_rng):
     np_rng.set_state(states["numpy"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
-
-
-# ----------------------------------------------------------------------------
-# Image grids.
-
-
-def grid_shape(training_set):
-    """(columns, rows) of the sample grid: NVIDIA's screen-filling grid, smaller for small images."""
-    res = training_set.image_shape[2]
-    gw = int(np.clip(7680 // res, 7, 32))
-    gh = int(np.clip(4320 // training_set.image_shape[1], 4, 32))
-    if res <= 64:  # Keep small-image grids readable (and cheap on a CPU).
-        gw = min(gw, 16)
-        gh = min(gh, max(training_set.label_dim, 8) if training_set.has_labels else 8)
-    return gw, gh
-
-
-def setup_snapshot_image_grid(training_set, random_seed=0):
-    """Pick reals for the grid: random images, or for labelled data one row per class."""
-    rnd = np.random.RandomState(random_seed)
-    gw, gh = grid_shape(training_set)
-    all_indices = list(range(len(training_set)))
-    if not training_set.has_labels:
-        rnd.shuffle(all_indices)
-        grid_indices = [all_indices[i % len(all_indices)] for i in range(gw * gh)]
-    else:
-        label_groups = dict()
-        for idx in all_indices:
-            label = tuple(training_set.get_details(idx).raw_label.flat[::-1])
-            label_groups.setdefault(label, []).append(idx)
-        label_order = sorted(label_groups.keys())
-        for label in label_order:
-            rnd.shuffle(label_groups[label])
-        grid_indices = []
-        for y in range(gh):
-            indices = label_groups[label_order[y % len(label_order)]]
-            grid_indices += [indices[x % len(indices)] for x in range(gw)]
-    images, labels = zip(*[training_set[i] for i in grid_indices])
-    return (gw, gh), np.stack(images), np.stack(labels)
-
-
-def save_image_grid(img, path, drange, grid_size):
-    """Write a [N, C, H, W] float or uint8 batch as one PNG grid, atomically."""
-    lo, hi = drange
-    img = np.asarray(img, dtype=np.float32)
-    img = (img - lo) * (255 / (hi - lo))
-    img = np.rint(img).clip(0, 255).astype(np.uint8)
-    gw, gh = grid_size
-    _N, C, H, W = img.shape
-    img = img.reshape(gh, gw, C, H, W).transpose(0, 3, 1, 4, 2).reshape(gh * H, gw * W, C)
-    assert C in [1, 3]
-    pil = PIL.Image.fromarray(img[:, :, 0], "L") if C == 1 else PIL.Image.fromarray(img, "RGB")
-    atomic_write(path, lambda f: pil.save(f, format="PNG"))

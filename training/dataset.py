@@ -12,7 +12,6 @@ project's plugins and its constructor arguments stay plain picklable values.
 """
 
 import io
-import json
 import os
 import struct
 import zipfile
@@ -23,29 +22,22 @@ import PIL.Image
 import torch
 
 import dnnlib
+from dnnlib.dataset_format import (  # noqa: F401 (re-exported: the format's names, used across the project)
+    IMAGE_EXTENSIONS,
+    DatasetError,
+    DatasetFiles,
+    is_image_name,
+    label_entries,
+    parse_json,
+    read_label_file,
+)
 
 try:
     import pyspng
 except ImportError:  # pragma: no cover - depends on the platform
     pyspng = None
 
-# File name extensions treated as images, lower case.  A curated list rather than
-# everything Pillow can open (PDF, EPS, MPEG ... are never dataset images).
-IMAGE_EXTENSIONS = frozenset([
-    '.png', '.jpg', '.jpeg', '.jpe', '.jfif', '.bmp', '.gif', '.tif', '.tiff',
-    '.webp', '.ppm', '.pgm', '.pbm', '.pnm', '.tga', '.qoi',
-])
-
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
-
-
-class DatasetError(ValueError):
-    """A dataset (or its label file) cannot be used as it is; the message says why and what to do."""
-
-
-def is_image_name(fname):
-    """True when the file name has an image extension."""
-    return os.path.splitext(fname)[1].lower() in IMAGE_EXTENSIONS
 
 
 def is_power_of_two(n):
@@ -155,25 +147,6 @@ def parse_labels(labels, source):
     raise DatasetError(f'labels in {source} must all be integers (class ids) or all be float vectors of one length; '
                        f'found {bad!r}; fix the file or rebuild it with dataset_tool.py')
 
-
-def label_entries(obj, source):
-    """Validate the parsed JSON of a labels file; return a dict relpath -> label, or None when labels is null."""
-    if not isinstance(obj, dict) or 'labels' not in obj:
-        raise DatasetError(f'{source} must be a JSON object with a "labels" key, like {{"labels": [["00000/img00000000.png", 0], ...]}}')
-    entries = obj['labels']
-    if entries is None:
-        return None
-    if not isinstance(entries, list):
-        raise DatasetError(f'"labels" in {source} must be a list of [path, label] pairs or null')
-    mapping = {}
-    for entry in entries:
-        if not isinstance(entry, (list, tuple)) or len(entry) != 2 or not isinstance(entry[0], str):
-            raise DatasetError(f'"labels" in {source} must be a list of [path, label] pairs; found {entry!r}')
-        name = entry[0].replace('\\', '/')
-        if name in mapping:
-            raise DatasetError(f'{source} lists image {name} more than once')
-        mapping[name] = entry[1]
-    return mapping
 
 # ----------------------------------------------------------------------------
 
@@ -334,12 +307,10 @@ class ImageFolderDataset(Dataset):
 
     def __init__(self, path, resolution=None, max_size=None, use_labels=False, xflip=False, random_seed=0,
                  label_file=None, **super_kwargs):
-        self._path = os.path.expanduser(str(path))
-        self._zipfile = None
-        self._zip_pid = None
+        self._files = DatasetFiles(path)
+        self._path = self._files.path
         self._label_file = label_file
-        self._type = self._detect_type(self._path)
-        self._all_fnames = self._list_files()
+        self._all_fnames = self._files.names()
 
         names = sorted(f for f in self._all_fnames if is_image_name(f))
         if not names:
@@ -360,52 +331,11 @@ class ImageFolderDataset(Dataset):
 
     # -- files ---------------------------------------------------------------
 
-    @staticmethod
-    def _detect_type(path):
-        if os.path.isdir(path):
-            return 'dir'
-        if os.path.isfile(path):
-            if os.path.splitext(path)[1].lower() == '.zip':
-                return 'zip'
-            raise DatasetError(f'dataset path {path} is a file but not a .zip; pass a directory or a .zip made by dataset_tool.py')
-        raise FileNotFoundError(f'dataset path {path} does not exist; pass a directory or .zip made by dataset_tool.py')
-
-    def _list_files(self):
-        if self._type == 'dir':
-            found = []
-            for root, _dirs, files in os.walk(self._path):
-                rel_root = os.path.relpath(root, self._path)
-                for fname in files:
-                    rel = fname if rel_root == '.' else os.path.join(rel_root, fname)
-                    found.append(rel.replace(os.sep, '/'))
-            return set(found)
-        return set(n for n in self._get_zipfile().namelist() if not n.endswith('/'))
-
-    def _get_zipfile(self):
-        assert self._type == 'zip'
-        if self._zipfile is None or self._zip_pid != os.getpid():
-            # Never reuse a handle inherited through fork: parent and child would share its file position.
-            try:
-                self._zipfile = zipfile.ZipFile(self._path)
-            except zipfile.BadZipFile as err:
-                raise DatasetError(f'dataset {self._path} is not a valid ZIP file ({err}); rebuild it with dataset_tool.py') from err
-            self._zip_pid = os.getpid()
-        return self._zipfile
-
     def _open_file(self, fname):
-        if self._type == 'dir':
-            return open(os.path.join(self._path, fname), 'rb')
-        return self._get_zipfile().open(fname, 'r')
+        return self._files.open(fname)
 
     def close(self):
-        zf = getattr(self, '_zipfile', None)
-        if zf is not None and getattr(self, '_zip_pid', None) == os.getpid():
-            zf.close()
-        self._zipfile = None
-        self._zip_pid = None
-
-    def __getstate__(self):
-        return dict(super().__getstate__(), _zipfile=None, _zip_pid=None)
+        self._files.close()
 
     # -- structure -----------------------------------------------------------
 
@@ -429,7 +359,7 @@ class ImageFolderDataset(Dataset):
 
     def _iter_heads(self, names):
         """Yield (fname, first 29 bytes or b'') quickly: raw reads, no ZipExtFile per member."""
-        if self._type == 'dir':
+        if not self._files.is_zip:
             flags = os.O_RDONLY | getattr(os, 'O_BINARY', 0)
             for fname in names:
                 fd = os.open(os.path.join(self._path, fname), flags)
@@ -439,7 +369,7 @@ class ImageFolderDataset(Dataset):
                     os.close(fd)
                 yield fname, head
             return
-        zf = self._get_zipfile()
+        zf = self._files.zipfile()
         with open(self._path, 'rb') as raw:
             for fname in names:
                 yield fname, _zip_member_head(raw, zf.getinfo(fname))
@@ -455,35 +385,16 @@ class ImageFolderDataset(Dataset):
             raise DatasetError(f'dataset {self._path} has resolution {width} but resolution={resolution} was requested')
 
     def _describe(self, fname):
-        return f'{self._path}/{fname}' if self._type == 'dir' else f'{self._path}:{fname}'
+        return self._files.describe(fname)
 
     # -- labels --------------------------------------------------------------
 
     def _read_json(self, fname):
-        with self._open_file(fname) as f:
-            data = f.read()
-        try:
-            return json.loads(data)
-        except ValueError as err:
-            raise DatasetError(f'{self._describe(fname)} is not valid JSON: {err}') from err
+        return parse_json(self._files.read(fname), self._describe(fname))
 
     def _select_label_file(self, label_file, image_names):
         """Read `label_file`; return (sorted image names it lists, their labels in that order)."""
-        disk_path = os.path.expanduser(str(label_file))
-        member = str(label_file).replace('\\', '/')
-        if not os.path.isabs(disk_path) and member in self._all_fnames:  # a file of the dataset wins
-            source = self._describe(member)
-            obj = self._read_json(member)
-        elif os.path.isfile(disk_path):
-            source = disk_path
-            try:
-                with open(disk_path, 'rb') as f:
-                    obj = json.loads(f.read())
-            except ValueError as err:
-                raise DatasetError(f'label file {disk_path} is not valid JSON: {err}') from err
-        else:
-            raise FileNotFoundError(f'label file {label_file} not found (neither on disk nor inside dataset {self._path}); '
-                                    'make one with lt_dataset.py or check the path')
+        obj, source, _base_dir = read_label_file(self._files, label_file)
         mapping = label_entries(obj, source)
         if mapping is None:
             raise DatasetError(f'label file {source} has "labels": null; a label file must list the images to use')

@@ -31,12 +31,12 @@ import re
 import struct
 import subprocess
 import tarfile
-import zipfile
 
 import numpy as np
 import PIL.Image
 
-from training.dataset import DatasetError, is_image_name, is_power_of_two, label_entries, parse_labels
+from dnnlib.dataset_format import DatasetError, DatasetFiles, is_hidden, is_image_name, label_entries
+from training.dataset import is_power_of_two, parse_labels
 
 
 class SourceError(DatasetError):
@@ -154,14 +154,9 @@ def _collection_labels(description, image_names, json_obj, json_name):
     return {n: class_ids[n.split('/', 1)[0]] for n in image_names}, class_names, notes
 
 
-def _is_hidden(name):
-    """Hidden files and macOS archive debris (__MACOSX/, ._foo.png) are never dataset images."""
-    return any(part.startswith('.') or part == '__MACOSX' for part in name.split('/'))
-
-
 def _collection_source(description, all_names, read_bytes):
     names = sorted(all_names)
-    image_names = [n for n in names if is_image_name(n) and not _is_hidden(n)]
+    image_names = [n for n in names if is_image_name(n) and not is_hidden(n)]
     chosen = set(image_names)
     others = [n for n in names if n != 'dataset.json' and n not in chosen]
     if not image_names:
@@ -185,42 +180,24 @@ def _collection_source(description, all_names, read_bytes):
 
 
 def open_image_folder(path):
-    found = []
-    for root, dirs, files in os.walk(path):
-        dirs.sort()
-        rel_root = os.path.relpath(root, path)
-        for fname in files:
-            rel = fname if rel_root == '.' else os.path.join(rel_root, fname)
-            found.append(rel.replace(os.sep, '/'))
-
-    def read_bytes(name):
-        with open(os.path.join(path, name), 'rb') as f:
-            return f.read()
-    return _collection_source(path, found, read_bytes)
+    files = DatasetFiles(path)
+    return _collection_source(path, files.names(), files.read)
 
 
 def open_image_zip(path):
+    files = DatasetFiles(path)
     try:
-        with zipfile.ZipFile(path) as zf:
-            names = [n for n in zf.namelist() if not n.endswith('/')]
-    except zipfile.BadZipFile as err:
+        names = files.names()
+    except DatasetError as err:
         raise SourceError(f'{path} is not a valid ZIP file: {err}') from err
-    state = {}
-
-    def read_bytes(name):
-        if 'zf' not in state:
-            state['zf'] = zipfile.ZipFile(path)
-        return state['zf'].read(name)
-
-    source = _collection_source(path, names, read_bytes)
+    source = _collection_source(path, names, files.read)
     inner = source._iterate
 
     def iterate():
         try:
             yield from inner()
         finally:
-            if 'zf' in state:
-                state.pop('zf').close()
+            files.close()
     source._iterate = iterate
     return source
 

@@ -19,7 +19,7 @@ import torch
 import dnnlib
 from torch_utils import misc, training_stats
 from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
-from training import checkpoint
+from training import checkpoint, image_grid
 from training.run_logging import RunLoggers
 
 
@@ -220,9 +220,9 @@ class Trainer:
         if self.rank != 0:
             return
         with torch.random.fork_rng(devices=[]):
-            self.grid_size, images, labels = checkpoint.setup_snapshot_image_grid(self.training_set, self.c.random_seed)
+            self.grid_size, images, labels = image_grid.setup_snapshot_image_grid(self.training_set, self.c.random_seed)
             labels = self.grid_labels(labels)
-            checkpoint.save_image_grid(images, os.path.join(self.run_dir, "reals.png"), drange=[0, 255],
+            image_grid.save_image_grid(images, os.path.join(self.run_dir, "reals.png"), drange=[0, 255],
                                        grid_size=self.grid_size)
             gen = torch.Generator().manual_seed(self.c.random_seed)
             self.grid_z = torch.randn([labels.shape[0], self.G.z_dim], generator=gen).to(self.device).split(self.batch_gpu)
@@ -467,10 +467,10 @@ class Trainer:
                 images.append(self.G_ema(z=z, c=c, noise_mode="const").cpu())
         images = torch.cat(images).numpy()
         self.last_grid = os.path.join(self.run_dir, name)
-        checkpoint.save_image_grid(images, self.last_grid, drange=[-1, 1], grid_size=self.grid_size)
+        image_grid.save_image_grid(images, self.last_grid, drange=[-1, 1], grid_size=self.grid_size)
         for extra_name, extra_images in self.host.snapshot_images(G_ema=self.G_ema, grid_z=self.grid_z,
                                                                    grid_c=self.grid_c).items():
-            checkpoint.save_image_grid(extra_images, os.path.join(self.run_dir, f"{extra_name}{name[5:]}"),
+            image_grid.save_image_grid(extra_images, os.path.join(self.run_dir, f"{extra_name}{name[5:]}"),
                                        drange=[-1, 1], grid_size=self.grid_size)
 
     def save_network(self):
