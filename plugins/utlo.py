@@ -33,10 +33,10 @@ def _bool(value):
 
 class Utlo:
     version = __version__
-    # {other plugin: why}. Lifted when either plugin opts in through lifts_conflict() (transitional's
-    # --trans-with-utlo, which builds the merged variant).
+    # {other plugin: why}. Lifted when either plugin opts in through lifts_conflict() (the transitional
+    # plugin's opt-in for the merged variant, methods-conditional spec section 4).
     conflicts = {"transitional": "both change how the class embedding enters the mapping network and which "
-                                 "D logit drives R1 and ADA; pass --trans-with-utlo for the merged variant"}
+                                 "D logit drives R1 and ADA; only transitional's opt-in option builds the merged variant"}
 
     def __init__(self, utlo_res_uc=8, utlo_add_uc=True, utlo_alpha=1.0):
         self.res_uc = int(utlo_res_uc)

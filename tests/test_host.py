@@ -2,13 +2,18 @@
 
 import glob
 import hashlib
+import inspect
 import json
 import os
 import pickle
+import re
 
+import numpy as np
 import pytest
+import torch
 
-from plugins import PluginError
+import dnnlib
+from plugins import PluginError, hookimpl, hookspecs
 from plugins.host import HOOK_NAMES, PluginHost, construct_plugin, find_plugin, make_plugin_kwargs
 from plugins.testing import run_tiny_training
 from tests import recording_plugins
@@ -130,3 +135,73 @@ def test_failed_setup_leaves_no_run_directory(tmp_path, tiny_digits):
     result = run_train([f"--outdir={tmp_path}/out", f"--data={tiny_digits}", "--cond=0", "--plugins=noisytwins", *TINY])
     assert result.returncode != 0 and "plugin 'noisytwins' needs class labels" in result.stderr
     assert not os.path.exists(tmp_path / "out")
+
+
+# ----------------------------------------------------------------------------- error paths of the host's seams
+
+
+class _Returns:
+    """A plugin whose named hook returns a fixed (bad) value."""
+
+    def __init__(self, hook, value):
+        def fn(*args):  # pluggy passes the arguments positionally, in the spec's order.
+            return value
+
+        fn.__signature__ = inspect.signature(getattr(hookspecs, hook))
+        setattr(self, hook, hookimpl(fn))
+
+
+BAD_SEAM_RETURNS = [
+    ("gan_label_dim", 0, "label_dim", dict(dataset=None, label_dim=3), "gan_label_dim must return a positive int"),
+    ("gan_extra_optimizers", [{"name": "x"}], "extra_optimizers", dict(G=None, D=None), "must return dicts with name"),
+    ("gan_extra_optimizers", [dict(name="x", params=[torch.nn.Parameter(torch.zeros(1))], opt_kwargs={}, step_with="E")],
+     "extra_optimizers", dict(G=None, D=None), "step_with='E'; use 'G' or 'D'"),
+    ("gan_extra_optimizers", [dict(name="x", params=[], opt_kwargs={}, step_with="D")], "extra_optimizers",
+     dict(G=None, D=None), "needs a non-empty list of parameters"),
+    ("gan_frozen_modules", {"net": object()}, "frozen_modules", dict(device="cpu"), "is not a torch.nn.Module"),
+    ("gan_loss_terms", [("t", float("inf"), torch.zeros(2))], "loss_terms",
+     dict(ctx=dnnlib.EasyDict(phase="Gmain", cur_nimg=0), batch_size=2), "has weight inf"),
+]
+
+
+@pytest.mark.parametrize("hook, value, method, kwargs, message", BAD_SEAM_RETURNS)
+def test_bad_seam_returns_name_the_plugin_or_the_hook(hook, value, method, kwargs, message):
+    host = PluginHost([("bad", _Returns(hook, value))])
+    with pytest.raises(PluginError, match=re.escape(message)):
+        getattr(host, method)(**kwargs)
+
+
+def test_plugin_enabled_twice_and_missing_requirement():
+    with pytest.raises(PluginError, match="plugin 'a' is enabled twice"):
+        PluginHost([("a", object()), ("a", object())])
+
+    class Needs:
+        requires_plugins = ("utlo",)
+
+    with pytest.raises(PluginError, match="plugin 'needs' needs plugin 'utlo'; add it to --plugins"):
+        PluginHost([("needs", Needs())])
+
+
+def test_module_plugin_with_options_but_no_factory(tmp_path):
+    plugin_file = tmp_path / "plain.py"
+    plugin_file.write_text("from plugins import hookimpl\n\n@hookimpl\ndef gan_base_loss_weight(phase):\n    return 1.0\n")
+    with pytest.raises(PluginError, match="has options \\['x'\\] but no class or create_plugin"):
+        PluginHost.from_config({"plain": {"module": str(plugin_file), "x": 1}})
+
+
+def test_iteration_job_helpers_refuse_bad_input(tmp_path, tiny_digits):
+    trainer = run_tiny_training(str(tmp_path / "run"), tiny_digits, iterations=1)
+    with pytest.raises(ValueError, match="set_class_counts needs 10 counts, got shape \\[3\\]"):
+        trainer.jobs.set_class_counts([1, 2, 3])
+    with pytest.raises(ValueError, match="grid labels have shape"):
+        trainer.host.grid_labels = lambda grid_size, labels: np.zeros([2, 10])
+        trainer.grid_labels(np.zeros([4, 10], dtype=np.float32))
+
+
+def test_config_with_other_plugins_and_missing_data_are_refused(tmp_path, tiny_digits):
+    result = run_train([f"--outdir={tmp_path}/out", "--cond=1"])
+    assert result.returncode != 0 and "Missing option '--data'" in result.stderr
+    run_train([f"--outdir={tmp_path}/runs", f"--data={tiny_digits}", "--cond=1", *TINY], expect_ok=True)
+    (run_dir,) = glob.glob(str(tmp_path / "runs" / "00000-*"))
+    result = run_train([f"--outdir={tmp_path}/out", f"--config={run_dir}/training_options.json", "--plugins=utlo"])
+    assert result.returncode != 0 and "--plugins=utlo differs from the recorded plugins none" in result.stderr
