@@ -17,8 +17,9 @@ import click
 import dnnlib
 from plugins import PluginError
 from plugins.host import PluginHost, available_plugins, find_plugin, make_plugin_kwargs, parse_plugin_list
-from training import checkpoint
+from training import checkpoint, training_loop
 from training.training_config import UserError, build_config
+from training.training_loop import SetupError
 
 # ----------------------------------------------------------------------------- launching
 
@@ -59,8 +60,6 @@ def launch_training(c, desc, outdir, dry_run):
     print("Creating output directory...")
     created_outdir = not os.path.isdir(outdir)
     os.makedirs(run_dir)
-    from training import training_loop
-
     training_loop.write_training_options(run_dir, c)
     logger = dnnlib.util.Logger(file_name=os.path.join(run_dir, "log.txt"), file_mode="a", should_flush=True)
     try:
@@ -223,7 +222,7 @@ def run(opts, enabled, values_by_plugin):
             if c.plugin_kwargs:
                 desc += "-" + "-".join(c.plugin_kwargs)
         launch_training(c=c, desc=desc, outdir=os.path.expanduser(opts.outdir), dry_run=opts.dry_run)
-    except (UserError, PluginError, ValueError) as exc:
+    except (UserError, PluginError, SetupError) as exc:  # Bad input, or a plugin's refusal during training.
         raise click.ClickException(str(exc)) from None
 
 

@@ -687,8 +687,15 @@ def _all_reduce_sum(tensor):
     return tensor
 
 
+class SetupError(ValueError):
+    """The run cannot start with these inputs (data, resume pickle, plugins); the message says why."""
+
+
 def training_loop(**kwargs):
-    trainer = Trainer(**kwargs)
+    try:
+        trainer = Trainer(**kwargs)
+    except (ValueError, OSError) as exc:  # Bad input found while setting up (DatasetError, PluginError, resume).
+        raise SetupError(str(exc)) from exc
     trainer.run()
     return trainer
 
