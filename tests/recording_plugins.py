@@ -19,7 +19,7 @@ def _recorder(plugin_name, hook_name):
     """A hook implementation with the spec's own signature that records its call and returns None."""
     spec_fn = getattr(hookspecs, hook_name)
 
-    def record(*args):
+    def record(*args):  # The arguments in the spec's order (the real signature is made below).
         CALLS.append((plugin_name, hook_name))
         if hook_name == "gan_register_metrics":
             args[0](_recording_metric, name="recording_metric")
@@ -29,9 +29,15 @@ def _recorder(plugin_name, hook_name):
             return {"saved_by": plugin_name}  # Only plugins that saved state are asked to load it.
         return None
 
-    record.__signature__ = inspect.signature(spec_fn)
-    record.__name__ = hook_name
-    return hookimpl(record)
+    return hookimpl(with_signature_of(spec_fn, record))
+
+
+def with_signature_of(spec_fn, body):
+    """A function with spec_fn's real parameter names (pluggy reads them from the code object) calling body(*args)."""
+    names = list(inspect.signature(spec_fn).parameters)
+    namespace = {"_body": body}
+    exec(f"def {spec_fn.__name__}({', '.join(names)}):\n    return _body({''.join(n + ', ' for n in names)})\n", namespace)
+    return namespace[spec_fn.__name__]
 
 
 def _recording_metric(opts):

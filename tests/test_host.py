@@ -2,7 +2,6 @@
 
 import glob
 import hashlib
-import inspect
 import json
 import os
 import pickle
@@ -144,11 +143,7 @@ class _Returns:
     """A plugin whose named hook returns a fixed (bad) value."""
 
     def __init__(self, hook, value):
-        def fn(*args):  # pluggy passes the arguments positionally, in the spec's order.
-            return value
-
-        fn.__signature__ = inspect.signature(getattr(hookspecs, hook))
-        setattr(self, hook, hookimpl(fn))
+        setattr(self, hook, hookimpl(recording_plugins.with_signature_of(getattr(hookspecs, hook), lambda *args: value)))
 
 
 BAD_SEAM_RETURNS = [
