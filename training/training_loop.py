@@ -9,7 +9,6 @@ report_tick -> save_images -> save_network -> run_metrics -> write_stats. Plugin
 import copy
 import json
 import os
-import re
 import time
 
 import numpy as np
@@ -549,12 +548,14 @@ class Trainer:
 
     def print_summary(self):
         """Where the results are, and the final metrics, once the run has finished."""
+        from training.report import PER_CLASS_RE
+
         self.log("")
         self.log(f"Finished at kimg {self.cur_nimg / 1000:g} after {dnnlib.util.format_time(time.time() - self.start_time)}.")
         if self.last_grid is not None:
             self.log(f"Final samples: {self.last_grid}")
         for metric, results in self.last_metrics.items():
-            shown = {k: v for k, v in results.items() if not re.match(r".+_c\d+$", k)}  # Per-class values: see the report.
+            shown = {k: v for k, v in results.items() if not PER_CLASS_RE.match(k)}  # Per-class values: see the report.
             self.log(f"Final {metric}: " + ", ".join(f"{k} = {v:.4f}" for k, v in shown.items())
                      + f" (recorded in {os.path.join(self.run_dir, 'metric-' + metric + '.jsonl')})")
         if os.path.isfile(os.path.join(self.run_dir, "report.html")):
