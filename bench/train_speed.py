@@ -2,6 +2,7 @@
 
   python bench/train_speed.py                                  # baseline, 32x32 digits, CPU
   python bench/train_speed.py --plugins=,noisytwins,utlo,noisytwins+utlo --iterations=40
+  python bench/train_speed.py --plugins=,noisytwins,noisytwins:nt_d_noise=0      # with/without D-side noise
 
 Each plugin set runs in its own process. The first iterations (start-up, first-call overheads) are
 excluded; the figure is the mean over the remaining iterations. Prints one line per set and, when CUDA
@@ -28,8 +29,8 @@ def measure(data, plugins, iterations, warmup, cfg, device, batch):
     from training.training_config import build_config
     from training.training_loop import Trainer
 
-    names = [p for p in plugins.split("+") if p]
-    plugin_kwargs = make_plugin_kwargs([find_plugin(name) for name in names])
+    names, options = parse_plugin_set(plugins)
+    plugin_kwargs = make_plugin_kwargs([find_plugin(name) for name in names], options)
     opts = dnnlib.EasyDict(outdir="/tmp", data=data, cond=True, cfg=cfg, metrics="none", workers=0, snap=10 ** 6,
                            tensorboard=False, device=device, batch=batch, plugin_kwargs=plugin_kwargs)
     import tempfile
@@ -56,13 +57,29 @@ def measure(data, plugins, iterations, warmup, cfg, device, batch):
                 threads=__import__("torch").get_num_threads())
 
 
+def parse_plugin_set(text):
+    """'noisytwins:nt_d_noise=0+utlo' -> (['noisytwins', 'utlo'], {'noisytwins': {'nt_d_noise': 0}})."""
+    names, options = [], {}
+    for token in filter(None, text.split("+")):
+        name, *settings = token.split(":")
+        names.append(name)
+        for setting in settings:
+            key, _, value = setting.partition("=")
+            try:
+                options.setdefault(name, {})[key] = json.loads(value)
+            except ValueError:
+                options.setdefault(name, {})[key] = value
+    return names, options
+
+
 @click.command()
 @click.option("--data", help="Dataset (built from digits at --res if missing)", default=None)
 @click.option("--res", type=int, default=32, show_default=True)
 @click.option("--cfg", default="tiny", show_default=True)
 @click.option("--batch", type=int, default=32, show_default=True)
 @click.option("--plugins", "plugin_sets", default="", show_default=True,
-              help="Comma-separated plugin sets; '+' joins plugins in one set; empty = baseline")
+              help="Comma-separated plugin sets; '+' joins plugins in one set; empty = baseline; "
+                   "'name:key=value' sets a plugin option (e.g. noisytwins:nt_d_noise=0)")
 @click.option("--iterations", type=int, default=24, show_default=True)
 @click.option("--warmup", type=int, default=4, show_default=True)
 @click.option("--device", default="cpu", show_default=True)

@@ -40,18 +40,22 @@ def barlow_twins_loss(w1, w2, gamma, eps=1e-5):
 class NoisyTwins:
     version = __version__
 
-    def __init__(self, nt_sigma=0.75, nt_beta=0.99, nt_lambda=0.01, nt_gamma=0.05, nt_start_kimg=0):
+    def __init__(self, nt_sigma=0.75, nt_beta=0.99, nt_lambda=0.01, nt_gamma=0.05, nt_start_kimg=0, nt_d_noise=True):
         self.sigma = float(nt_sigma)
         self.beta = float(nt_beta)
         self.loss_weight = float(nt_lambda)
         self.gamma = float(nt_gamma)
         self.start_kimg = float(nt_start_kimg)
+        self.d_noise = bool(nt_d_noise)  # The official code adds the same noise to D's class embedding too.
         if self.sigma < 0 or not 0 <= self.beta < 1 or self.loss_weight < 0 or self.gamma < 0:
             raise PluginError("noisytwins: need --nt-sigma >= 0, 0 <= --nt-beta < 1, --nt-lambda >= 0, --nt-gamma >= 0")
         self.counts = None
         self.generator = None
+        self.d_generator = None
         self.ext = None
+        self.d_ext = None
         self._resumed_generator_state = None
+        self._resumed_d_generator_state = None
 
     @staticmethod
     @hookimpl
@@ -62,6 +66,8 @@ class NoisyTwins:
             click.Option(["--nt-lambda"], type=float, default=0.01, show_default=True, help="NoisyTwins: Barlow-Twins loss weight (0 = noise only)"),
             click.Option(["--nt-gamma"], type=float, default=0.05, show_default=True, help="NoisyTwins: off-diagonal (redundancy) weight"),
             click.Option(["--nt-start-kimg"], type=float, default=0, show_default=True, help="NoisyTwins: kimg at which the Barlow-Twins loss starts"),
+            click.Option(["--nt-d-noise"], type=bool, default=True, show_default=True, metavar="BOOL",
+                         help="NoisyTwins: the same embedding noise in D's label mapping during training (official; 0 = ablation)"),
         ]
 
     def barlow_weight(self, cur_nimg):
@@ -72,6 +78,10 @@ class NoisyTwins:
 
     @hookimpl
     def gan_configure(self, config):
+        if config.get("fake_labels") is None:  # The official runs sample fake classes uniformly.
+            config.fake_labels = "uniform"
+            print("noisytwins: fake labels default to uniform, as in the official runs (pass --fake-labels=dataset "
+                  "for class-frequency labels)")
         if self.loss_weight > 0:
             if config.batch_gpu % 2 != 0 or config.batch_gpu < 4:
                 raise PluginError(f"noisytwins: the per-GPU batch ({config.batch_gpu}) must be even and at least 4 "
@@ -90,28 +100,47 @@ class NoisyTwins:
         self.counts = np.asarray(class_counts, dtype=np.int64)
 
     @hookimpl
-    def gan_extend_networks(self, G):
+    def gan_extend_networks(self, G, D):
         self.ext = EmbeddingNoise(c_dim=G.c_dim, sigma=self.sigma)
-        self.ext.lambda_k.copy_(torch.as_tensor(class_scales(self.counts, self.beta), dtype=torch.float32))
         G.mapping.extensions["noisytwins"] = self.ext
+        if self.d_noise:  # D is never switched to eval during training, so its noise is on in every D pass.
+            self.d_ext = EmbeddingNoise(c_dim=D.c_dim, sigma=self.sigma)
+            D.mapping.extensions["noisytwins"] = self.d_ext
+        self._set_scales()
+
+    def _set_scales(self):
+        scales = torch.as_tensor(class_scales(self.counts, self.beta), dtype=torch.float32)
+        for ext in (self.ext, self.d_ext):
+            if ext is not None:
+                ext.lambda_k.copy_(scales)
 
     @hookimpl
-    def gan_train_start(self, G, device, rank, random_seed):
-        # The noise has its own generator (seeded by run seed and rank) so it never shifts the trainer's RNG.
+    def gan_train_start(self, G, D, device, rank, random_seed):
+        # The noise has its own generators (seeded by run seed and rank) so it never shifts the trainer's RNG;
+        # D's is separate so that --nt-d-noise=0 leaves G's noise exactly as it is with D's noise on.
         self.ext = G.mapping.extensions["noisytwins"]
-        self.ext.lambda_k.copy_(torch.as_tensor(class_scales(self.counts, self.beta), dtype=torch.float32))
-        self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(1000003 * random_seed + rank)
-        if self._resumed_generator_state is not None:
-            self.generator.set_state(self._resumed_generator_state)
+        self.d_ext = D.mapping.extensions["noisytwins"] if self.d_noise else None
+        self._set_scales()
+        self.generator = self._make_generator(device, 1000003 * random_seed + rank, self._resumed_generator_state)
         self.ext.generator = self.generator
+        if self.d_ext is not None:
+            self.d_generator = self._make_generator(device, 2000029 * random_seed + rank + 1,
+                                                    self._resumed_d_generator_state)
+            self.d_ext.generator = self.d_generator
+
+    @staticmethod
+    def _make_generator(device, seed, resumed_state):
+        generator = torch.Generator(device=device)
+        generator.manual_seed(seed)
+        if resumed_state is not None:
+            generator.set_state(resumed_state)
+        return generator
 
     @hookimpl
     def gan_class_counts_changed(self, class_counts):
         """Another plugin relabelled the data (e.g. new clusters): lambda_k follows the new counts."""
         self.counts = np.asarray(class_counts, dtype=np.int64)
-        if self.ext is not None:
-            self.ext.lambda_k.copy_(torch.as_tensor(class_scales(self.counts, self.beta), dtype=torch.float32))
+        self._set_scales()
 
     # ------------------------------------------------------------------ iteration
 
@@ -140,11 +169,13 @@ class NoisyTwins:
     @hookimpl
     def gan_state_dict(self):
         return dict(counts=None if self.counts is None else self.counts.tolist(),
-                    generator=None if self.generator is None else self.generator.get_state())
+                    generator=None if self.generator is None else self.generator.get_state(),
+                    d_generator=None if self.d_generator is None else self.d_generator.get_state())
 
     @hookimpl
     def gan_load_state_dict(self, state):
         if state.get("counts") is not None and self.counts is not None and list(self.counts) != state["counts"]:
             print("Warning: noisytwins: the resumed run had other class counts; lambda_k follows the current data")
-        self._resumed_generator_state = state.get("generator")  # Applied when the generator is made.
+        self._resumed_generator_state = state.get("generator")  # Applied when the generators are made.
+        self._resumed_d_generator_state = state.get("d_generator")
 

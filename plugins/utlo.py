@@ -18,6 +18,9 @@ from plugins.nets.utlo_net import LowResHead, UnconditionalStream
 __version__ = "1.0"
 
 
+REG_GAINS = ("official", "sg2ada")
+
+
 def loss_weights(alpha, add_uc=True):
     """(a_c, a_uc)."""
     if not add_uc:
@@ -38,12 +41,15 @@ class Utlo:
     conflicts = {"transitional": "both change how the class embedding enters the mapping network and which "
                                  "D logit drives R1 and ADA; only transitional's opt-in option builds the merged variant"}
 
-    def __init__(self, utlo_res_uc=8, utlo_add_uc=True, utlo_alpha=1.0):
+    def __init__(self, utlo_res_uc=8, utlo_add_uc=True, utlo_alpha=1.0, utlo_reg_gain="official"):
         self.res_uc = int(utlo_res_uc)
         self.add_uc = _bool(utlo_add_uc)
         self.alpha = float(utlo_alpha)
+        self.reg_gain = str(utlo_reg_gain)
         if self.alpha < 0:
             raise PluginError("utlo: --utlo-alpha must be non-negative")
+        if self.reg_gain not in REG_GAINS:
+            raise PluginError(f"utlo: --utlo-reg-gain={utlo_reg_gain!r}; use one of {', '.join(REG_GAINS)}")
 
     @staticmethod
     @hookimpl
@@ -55,6 +61,9 @@ class Utlo:
                          help="UTLO: add the low-resolution unconditional loss (0 = split-w ablation)"),
             click.Option(["--utlo-alpha", "--alpha", "utlo_alpha"], type=float, default=1.0, show_default=True,
                          help="UTLO: weight ratio alpha (a_c = 1/(1+alpha), a_uc = alpha/(1+alpha))"),
+            click.Option(["--utlo-reg-gain"], type=click.Choice(REG_GAINS), default="official", show_default=True,
+                         help="UTLO: 'official' runs R1 and PL without sg2ada's lazy-regularisation gain (as the "
+                              "official code does: 1/16 and 1/4 of sg2ada's strength); 'sg2ada' keeps the gain"),
         ]
 
     @property
@@ -78,6 +87,15 @@ class Utlo:
         if config.D_kwargs.get("architecture", "resnet") == "skip":
             raise PluginError("utlo needs a 'resnet' or 'orig' discriminator, not 'skip'")
         config.G_kwargs.synthesis_kwargs.separate_torgb_ws = True  # Every toRGB gets its own w slot.
+        if self.reg_gain == "official":
+            # The loop multiplies lazy regularisation by its interval (sg2ada); the official UTLO loop does not.
+            # Dividing gamma and the PL weight by the intervals reproduces it exactly; the config records the result.
+            d_interval, g_interval = config.get("D_reg_interval", 16), config.get("G_reg_interval", 4)
+            loss = config.setdefault("loss_kwargs", {})
+            if d_interval:
+                loss["r1_gamma"] = loss.get("r1_gamma", 10) / d_interval
+            if g_interval:
+                loss["pl_weight"] = loss.get("pl_weight", 2) / g_interval
 
     @hookimpl
     def gan_dataset_ready(self, dataset, class_counts):

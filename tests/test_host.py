@@ -32,7 +32,8 @@ def test_plugin_kwargs_record_class_version_and_options():
     kwargs = make_plugin_kwargs([find_plugin("noisytwins"), find_plugin("utlo")], {"noisytwins": {"nt_sigma": 0.5}})
     assert list(kwargs) == ["noisytwins", "utlo"]
     assert kwargs["noisytwins"] == dict(class_name="plugins.noisytwins.NoisyTwins", version="1.0", source="built-in",
-                                        nt_sigma=0.5, nt_beta=0.99, nt_lambda=0.01, nt_gamma=0.05, nt_start_kimg=0)
+                                        nt_sigma=0.5, nt_beta=0.99, nt_lambda=0.01, nt_gamma=0.05, nt_start_kimg=0,
+                                        nt_d_noise=True)
     plugin, _source = construct_plugin("noisytwins", json.loads(json.dumps(kwargs["noisytwins"])))  # JSON round trip.
     assert plugin.sigma == 0.5 and plugin.beta == 0.99
 

@@ -122,7 +122,7 @@ def _weights(trainer):
 
 def test_zero_noise_and_zero_weight_is_bit_identical_to_baseline(tiny_trainer):
     torch.set_num_threads(1)
-    base = tiny_trainer(iterations=3)
+    base = tiny_trainer(iterations=3, fake_labels="uniform")  # noisytwins' default fake labels, for like with like.
     base_w = _weights(base)
     z, c = torch.randn(4, 16), torch.eye(10)[:4]
     base_out = base.G_ema(z, c, noise_mode="const")
@@ -141,3 +141,78 @@ def test_batch_errors():
 
     with pytest.raises(PluginError, match="even and at least 4"):
         plugin.gan_configure(config=dnnlib.EasyDict(batch_gpu=3))
+
+
+def _extended_D(d_noise, sigma=0.75):
+    """A conditional D extended by the plugin as the trainer does (counts 50/10/5 -> per-class lambda_k)."""
+    from training.networks import Discriminator
+
+    torch.manual_seed(0)
+    host = build_host(["noisytwins"], {"noisytwins": dict(nt_sigma=sigma, nt_d_noise=d_noise)})
+    plugin = host.plugins["noisytwins"]
+    plugin.gan_dataset_ready(dataset=None, class_counts=np.array([50, 10, 5]))
+    G = Generator(z_dim=8, c_dim=3, w_dim=8, img_resolution=16, img_channels=1, mapping_kwargs=dict(num_layers=2),
+                  synthesis_kwargs=dict(channel_base=128, channel_max=16))
+    D = Discriminator(c_dim=3, img_resolution=16, img_channels=1, channel_base=128, channel_max=16,
+                      epilogue_kwargs=dict(mbstd_group_size=2))
+    host.extend_networks(G=G, D=D, dataset=None)
+    host.on_train_start(G=G, D=D, G_ema=G, device=torch.device("cpu"), rank=0, num_gpus=1, random_seed=0, run_dir=".")
+    return plugin, D
+
+
+def test_d_embedding_noise_in_training_calls_only():
+    plugin, D = _extended_D(d_noise=True)
+    x, c = torch.randn(4, 1, 16, 16), torch.eye(3)[[0, 1, 2, 2]]
+    D.train()
+    assert not torch.equal(D(x, c), D(x, c))  # Every training-time D call draws new noise (reals and fakes alike).
+    D.eval()
+    assert torch.equal(D(x, c), D(x, c))  # Outside training: no noise.
+    np.testing.assert_allclose(D.mapping.extensions["noisytwins"].lambda_k.numpy(), class_scales([50, 10, 5], 0.99),
+                               rtol=1e-6)  # lambda_k reaches D's noise.
+    plugin.gan_class_counts_changed(class_counts=np.array([5, 10, 50]))
+    np.testing.assert_allclose(D.mapping.extensions["noisytwins"].lambda_k.numpy(), class_scales([5, 10, 50], 0.99),
+                               rtol=1e-6)
+
+
+def test_d_noise_off_is_the_ablation():
+    _plugin, D = _extended_D(d_noise=False)
+    x, c = torch.randn(4, 1, 16, 16), torch.eye(3)[[0, 1, 2, 2]]
+    D.train()
+    assert "noisytwins" not in D.mapping.extensions and torch.equal(D(x, c), D(x, c))
+
+
+def test_fake_labels_default_to_uniform_with_noisytwins(tmp_path, tiny_digits):
+    """On a long-tailed subset, noisytwins' default fakes are uniform over classes (chi-square), the baseline's are not."""
+    import json
+    import shutil
+
+    from scipy.stats import chisquare
+
+    import lt_dataset
+    from plugins.testing import run_tiny_training, tiny_config
+
+    data = str(tmp_path / "digits16.zip")
+    shutil.copy(tiny_digits, data)
+    lt_dataset.make_lt(data, 10, log=lambda *a: None)
+    kwargs = tiny_config(data, "")["training_set_kwargs"]
+    kwargs.label_file = "lt_10.json"
+    counts = {}
+    for plugins in ([], ["noisytwins"]):
+        trainer = run_tiny_training(str(tmp_path / f"run{len(plugins)}"), data, plugins=plugins, iterations=1,
+                                    training_set_kwargs=kwargs)
+        ids = trainer.sample_fake_labels(4000, real_c=None).numpy().argmax(axis=1)
+        counts[len(plugins)] = np.bincount(ids, minlength=10)
+        assert trainer.c.fake_labels == ("uniform" if plugins else "dataset")
+    assert chisquare(counts[1]).pvalue > 1e-3  # Uniform.
+    assert chisquare(counts[0]).pvalue < 1e-10  # Proportional to the long-tailed counts (183 ... 18).
+
+    from tests.conftest import run_train
+
+    out = tmp_path / "cli"
+    run_train([f"--outdir={out}", f"--data={data}", "--cond=1", "--subset=lt_10.json", "--plugins=noisytwins", "--cfg=tiny",
+               "--batch=8", "--kimg=0.008", "--workers=0", "--metrics=none", "--tensorboard=0"], expect_ok=True)
+    (options_file,) = list(out.glob("*/training_options.json"))
+    assert json.loads(options_file.read_text())["fake_labels"] == "uniform"
+    result = run_train([f"--outdir={out}", f"--data={data}", "--cond=1", "--plugins=noisytwins", "--fake-labels=dataset",
+                        "--cfg=tiny", "--batch=8", "--kimg=0.008", "--workers=0", "--metrics=none", "--tensorboard=0", "-n"])
+    assert '"fake_labels": "dataset"' in result.stdout  # An explicit choice is kept.

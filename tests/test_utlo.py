@@ -157,3 +157,29 @@ def test_unconditional_dataset_refused():
     host = build_host(["utlo"], {})
     with pytest.raises(PluginError, match="needs class labels"):
         host.dataset_ready(dataset=dnnlib.EasyDict(name="faces"), class_counts=None)
+
+
+@pytest.mark.parametrize("reg_gain, expected_factor", [("official", 1.0), ("sg2ada", 16.0)])
+def test_r1_strength_with_and_without_the_lazy_regularisation_gain(reg_gain, expected_factor):
+    """Official UTLO: the Dreg phase (gain 16) applies gamma/2 * |grad|^2 once; --utlo-reg-gain=sg2ada: 16 times."""
+    host = build_host(["utlo"], {"utlo": {"utlo_reg_gain": reg_gain}})
+    c = dnnlib.EasyDict(G_kwargs=dnnlib.EasyDict(synthesis_kwargs=dnnlib.EasyDict(channel_base=256, channel_max=16)),
+                        D_kwargs=dnnlib.EasyDict(), batch_gpu=4, loss_kwargs=dnnlib.EasyDict(r1_gamma=2.0, pl_weight=2.0))
+    host.configure(config=c, dataset_kwargs=dnnlib.EasyDict(resolution=32))
+    official = reg_gain == "official"
+    assert (c.loss_kwargs.r1_gamma, c.loss_kwargs.pl_weight) == ((2.0 / 16, 2.0 / 4) if official else (2.0, 2.0))
+    _host, G, D = build()
+    D.requires_grad_(True)
+    real, labels = torch.randn(4, 3, 32, 32), torch.eye(5)[:4]
+    loss = StyleGAN2Loss("cpu", G, D, style_mixing_prob=0, r1_gamma=c.loss_kwargs.r1_gamma, pl_weight=0)
+    accumulate_gradients(loss, host, "Dreg", real, labels, torch.randn(4, 8), labels, gain=16, cur_nimg=0)
+    grads = {n: p.grad.clone() for n, p in D.named_parameters() if p.grad is not None}
+    D.zero_grad(set_to_none=True)
+    x = real.detach().requires_grad_(True)  # By hand: gamma/2 * |dD/dx|^2, averaged over the batch.
+    r1 = torch.autograd.grad(D(x, labels).sum(), [x], create_graph=True)[0].square().sum([1, 2, 3])
+    (r1 * (2.0 / 2)).mean().mul(expected_factor).backward()
+    expected = {n: p.grad for n, p in D.named_parameters() if p.grad is not None}
+    assert len(expected) > 0
+    for name, got in grads.items():  # Parameters R1 does not reach get the loop's zero (anchor) gradient.
+        want = expected.get(name, torch.zeros_like(got))
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)

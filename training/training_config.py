@@ -311,7 +311,7 @@ def build_config(opts, host):
         c.D_kwargs.block_kwargs.freeze_layers = opts.freezed
         desc += f"-freezed{opts.freezed:d}"
     apply_performance(c, opts)
-    c.fake_labels = _default(opts, "fake_labels", "dataset")
+    c.fake_labels = opts.get("fake_labels")  # None until gan_configure: a plugin may choose its method's default.
     c.run_report = True
     c.loggers = dnnlib.EasyDict(tensorboard=_default(opts, "tensorboard", "auto"), wandb=bool(opts.get("wandb")),
                                 wandb_project=opts.get("wandb_project"), wandb_name=opts.get("wandb_name"),
@@ -328,5 +328,7 @@ def build_config(opts, host):
         desc += "-" + "-".join(host.plugins)
     c.plugin_kwargs = dnnlib.EasyDict(opts.get("plugin_kwargs") or {})
     host.configure(config=c, dataset_kwargs=c.training_set_kwargs)
+    if c.fake_labels is None:
+        c.fake_labels = "dataset"  # sg2ada's default: labels of random dataset images (class frequencies).
     training_set.close()
     return c, desc

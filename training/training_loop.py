@@ -126,6 +126,8 @@ class Trainer:
         self.log(f"Num images:  {len(ts)}")
         self.log(f"Image shape: {ts.image_shape}")
         self.log(f"Label shape: {ts.label_shape}")
+        if ts.has_labels:
+            self.log(f"Fake labels: {self.c.fake_labels or 'dataset'}")
         self.class_counts = ts.class_counts() if ts.has_labels and ts.has_onehot_labels else None
         self.host.dataset_ready(dataset=ts, class_counts=self.class_counts)
         self.c_dim = self.host.label_dim(dataset=ts, label_dim=ts.label_dim)  # A plugin may label the data itself.
@@ -340,7 +342,7 @@ class Trainer:
         if ts.label_dim != self.c_dim:
             raise ValueError(f"the networks have c_dim={self.c_dim} but the dataset's labels are {ts.label_dim} wide; "
                              "the plugin that set the width must sample fake labels or set a label prior")
-        if self.c.fake_labels == "uniform" and ts.label_dim > 0 and ts.has_onehot_labels:
+        if self.c.fake_labels == "uniform" and ts.label_dim > 0 and ts.has_onehot_labels:  # None = 'dataset'.
             present = np.flatnonzero(self.class_counts > 0)
             onehot = np.zeros([n, ts.label_dim], dtype=np.float32)
             onehot[np.arange(n), present[self.np_rng.randint(len(present), size=n)]] = 1
