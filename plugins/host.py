@@ -99,6 +99,7 @@ class PluginFactory:
         self.obj = obj
         self.source = source
         self.version = _version_of(obj, version)
+        self._options = None  # gan_add_options' answer, asked once (train.py needs it for the command and the config).
 
     @property
     def record(self):
@@ -112,6 +113,11 @@ class PluginFactory:
 
     def declared_options(self):
         """The plugin's click options, from gan_add_options called on the class or module (not an instance)."""
+        if self._options is None:
+            self._options = self._ask_options()
+        return self._options
+
+    def _ask_options(self):
         fn = getattr(self.obj, "gan_add_options", None)
         if fn is None:
             return []
@@ -137,9 +143,10 @@ def find_plugin(name):
     name = ALIASES.get(name, name)
     if name in BUILTINS:
         return PluginFactory(name, _import_object(BUILTINS[name]), "built-in")
-    if name in entry_point_names():
+    entry_points = entry_point_names()
+    if name in entry_points:
         obj, version = _load_entry_point(name)
-        return PluginFactory(name, obj, f"entry point ({entry_point_names()[name]})", version)
+        return PluginFactory(name, obj, f"entry point ({entry_points[name]})", version)
     if name.endswith(".py") and os.path.isfile(os.path.expanduser(name)):
         path = os.path.abspath(os.path.expanduser(name))
         obj = _import_object(path)
