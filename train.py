@@ -18,7 +18,7 @@ import dnnlib
 from plugins import PluginError
 from plugins.host import PluginHost, available_plugins, find_plugin, make_plugin_kwargs, parse_plugin_list
 from training import checkpoint, training_loop
-from training.training_config import UserError, build_config
+from training.training_config import CFG_SPECS, UserError, build_config
 from training.training_loop import SetupError
 
 # ----------------------------------------------------------------------------- launching
@@ -120,7 +120,7 @@ CORE_OPTIONS = [
     click.Option(["--mirror"], help="Enable dataset x-flips [default: false]", type=bool, metavar="BOOL"),
     # Base config.
     click.Option(["--cfg"], help="Base config [default: auto]",
-                 type=click.Choice(["auto", "stylegan2", "paper256", "paper512", "paper1024", "cifar", "tiny"])),
+                 type=click.Choice(list(CFG_SPECS))),
     click.Option(["--gamma"], help="Override R1 gamma", type=float),
     click.Option(["--kimg"], help="Override training duration (total kimg of the run, also when resuming)", type=float, metavar="KIMG"),
     click.Option(["--batch"], help="Override batch size", type=int, metavar="INT"),

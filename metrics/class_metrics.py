@@ -71,14 +71,16 @@ def per_class_results(metric, values):
     return {f"{metric}_c{k}": float(v) for k, v in sorted(values.items())}
 
 
-def compute_shot_distances(opts, metric, kind, bands, num_gen, detector_url, detector_kwargs, prefix,
+def compute_shot_distances(opts, metric, kinds, bands, num_gen, detector_url, detector_kwargs, prefixes,
                            num_subsets=100, max_subset_size=1000):
-    """{f'{prefix}_{band}': FD or KID} for the requested shot bands."""
-    assert kind in ("fd", "kd")
+    """{f'{prefixes[kind]}_{band}': FD or KID} for each kind in `kinds` ('fd', 'kd') and each requested shot band.
+
+    One set of fakes per band serves every kind, so FD and KD together cost one generation pass."""
+    assert kinds and set(kinds) <= {"fd", "kd"}
     require_conditional(opts, metric)
     lt = require_lt(opts, metric)
     ref = metric_utils.reference_dataset_kwargs(opts)
-    capture = dict(capture_mean_cov=True) if kind == "fd" else dict(capture_all=True)
+    capture = dict(capture_mean_cov="fd" in kinds, capture_all="kd" in kinds)
     real = _real_per_class(opts, detector_url, detector_kwargs, ref, **capture)
     results = {}
     for band in bands:
@@ -90,14 +92,16 @@ def compute_shot_distances(opts, metric, kind, bands, num_gen, detector_url, det
         gen = metric_utils.compute_feature_stats_for_generator(
             opts=opts, detector_url=detector_url, detector_kwargs=detector_kwargs, max_items=num_gen,
             fake_labels=ranks, dataset_kwargs=ref, **capture)
-        if opts.rank != 0:
-            results[f"{prefix}_{band}"] = float("nan")
-        elif kind == "fd":
-            results[f"{prefix}_{band}"] = frechet_inception_distance.frechet_distance_from_stats(real_band, gen)
-        else:
-            rng = np.random.default_rng(opts.seed) if opts.seed is not None else None
-            results[f"{prefix}_{band}"] = kernel_inception_distance.kernel_distance(
-                real_band.get_all(), gen.get_all(), num_subsets=num_subsets, max_subset_size=max_subset_size, rng=rng)
+        for kind in kinds:
+            key = f"{prefixes[kind]}_{band}"
+            if opts.rank != 0:
+                results[key] = float("nan")
+            elif kind == "fd":
+                results[key] = frechet_inception_distance.frechet_distance_from_stats(real_band, gen)
+            else:
+                rng = np.random.default_rng(opts.seed) if opts.seed is not None else None
+                results[key] = kernel_inception_distance.kernel_distance(
+                    real_band.get_all(), gen.get_all(), num_subsets=num_subsets, max_subset_size=max_subset_size, rng=rng)
     return results
 
 

@@ -19,9 +19,12 @@ Names (fakes vs reals; "full" = all reals):
   kid_shots_all (many, medium and few bands).
 * Offline classifier ("cls", offline_classifier.py, trained on first use; needs a labelled dataset):
   fd_cls / kd_cls (10k fakes, all reals; the network may be unconditional), ifd_cls (intra-class FD, 10k fakes), fd_cls_shots / fd_cls_shots_all / kd_cls_shots /
-  kd_cls_shots_all (shot bands, 10k fakes per band), class_consistency (10k fakes, + per band with a
+  kd_cls_shots_all (shot bands, 10k fakes per band), cls_shots_all (FD and KD per band from one set of fakes), class_consistency (10k fakes, + per band with a
   long-tailed label file), div_cls (intra-class diversity, 10k fakes, + per band).
   ifid50k_full, ifd_cls, class_consistency and div_cls also report each class as ``<name>_c<k>``.
+  modes / reverse_kl (mode coverage of 50k fakes; `--classifier` may be a 1-channel digit classifier for
+  stacked-MNIST-style RGB data, see mode_coverage.py). Metrics that compare classes with the dataset's
+  are refused for networks whose classes are their own (a label prior, e.g. selfcond's clusters).
 
 Each result line also records the detectors used (name, SHA-256, where found), the classifier's
 held-out accuracy for *_cls metrics, and the reference data.
@@ -34,6 +37,7 @@ import time
 import torch
 
 import dnnlib
+from torch_utils import misc
 
 from . import (
     class_metrics,
@@ -42,6 +46,7 @@ from . import (
     inception_score,
     kernel_inception_distance,
     metric_utils,
+    mode_coverage,
     offline_classifier,
     perceptual_path_length,
     precision_recall,
@@ -84,6 +89,10 @@ def check_metric(metric, G=None, dataset_kwargs=None):
     if needs["labels"] and G is not None and int(getattr(G, "c_dim", 0) or 0) == 0:
         raise MetricError(f"metric '{metric}' needs class labels, but the network is unconditional (c_dim=0); "
                           "use it with a network trained with --cond=1 on a labelled dataset")
+    if needs["labels"] and G is not None and misc.label_prior(G) is not None:
+        raise MetricError(f"metric '{metric}' needs G conditioned on dataset classes; this network's classes are its "
+                          "own (a label prior, e.g. selfcond's clusters), so per-class comparisons with the dataset "
+                          "do not apply")
     if needs["lt"]:
         lt = metric_utils.read_lt_info(dataset_kwargs or {})
         if lt is None or not isinstance(lt.get("bands"), dict):
@@ -242,9 +251,9 @@ def ifid50k_full(opts):
 
 def _inception_shots(opts, metric, kind, bands):
     opts.dataset_kwargs.update(max_size=None, xflip=False)
-    return class_metrics.compute_shot_distances(opts, metric, kind, bands, num_gen=opts.num_gen(50000),
+    return class_metrics.compute_shot_distances(opts, metric, [kind], bands, num_gen=opts.num_gen(50000),
                                                 detector_url=detectors.INCEPTION_URL, detector_kwargs=_INCEPTION_FEATURES,
-                                                prefix="fid" if kind == "fd" else "kid")
+                                                prefixes=dict(fd="fid", kd="kid"))
 
 
 @register_metric(needs_lt=True)
@@ -300,30 +309,53 @@ def ifd_cls(opts):
                                                 detector_kwargs=_CLS_FEATURES)
 
 
-def _cls_shots(opts, metric, kind, bands):
+def _cls_shots(opts, metric, kinds, bands):
     path = _classifier(opts)
-    return class_metrics.compute_shot_distances(opts, metric, kind, bands, num_gen=opts.num_gen(10000), detector_url=path,
-                                                detector_kwargs=_CLS_FEATURES, prefix="fd_cls" if kind == "fd" else "kd_cls")
+    return class_metrics.compute_shot_distances(opts, metric, kinds, bands, num_gen=opts.num_gen(10000), detector_url=path,
+                                                detector_kwargs=_CLS_FEATURES, prefixes=dict(fd="fd_cls", kd="kd_cls"))
 
 
 @register_metric(needs_lt=True)
 def fd_cls_shots(opts):
-    return _cls_shots(opts, "fd_cls_shots", "fd", ["few"])
+    return _cls_shots(opts, "fd_cls_shots", ["fd"], ["few"])
 
 
 @register_metric(needs_lt=True)
 def fd_cls_shots_all(opts):
-    return _cls_shots(opts, "fd_cls_shots_all", "fd", list(class_metrics.BANDS))
+    return _cls_shots(opts, "fd_cls_shots_all", ["fd"], list(class_metrics.BANDS))
 
 
 @register_metric(needs_lt=True)
 def kd_cls_shots(opts):
-    return _cls_shots(opts, "kd_cls_shots", "kd", ["few"])
+    return _cls_shots(opts, "kd_cls_shots", ["kd"], ["few"])
 
 
 @register_metric(needs_lt=True)
 def kd_cls_shots_all(opts):
-    return _cls_shots(opts, "kd_cls_shots_all", "kd", list(class_metrics.BANDS))
+    return _cls_shots(opts, "kd_cls_shots_all", ["kd"], list(class_metrics.BANDS))
+
+
+@register_metric(needs_lt=True)
+def cls_shots_all(opts):
+    """fd_cls_<band> and kd_cls_<band> for every band from one set of fakes per band (half the generation cost)."""
+    return _cls_shots(opts, "cls_shots_all", ["fd", "kd"], list(class_metrics.BANDS))
+
+
+def _mode_coverage(opts):
+    path = _classifier(opts)
+    return mode_coverage.compute_mode_coverage(opts, num_gen=opts.num_gen(50000), classifier_path=path)
+
+
+@register_metric
+def modes(opts):
+    """Classes hit by 50k fakes (and reverse_kl): a 1-channel classifier on RGB images counts stacked modes."""
+    return _mode_coverage(opts)
+
+
+@register_metric
+def reverse_kl(opts):
+    """KL(generated class histogram || uniform) in log10 (and modes)."""
+    return _mode_coverage(opts)
 
 
 @register_metric(needs_labels=True)

@@ -32,6 +32,17 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 LossTerm = Tuple[str, float, torch.Tensor]  # (name, weight, per-sample tensor [N] or scalar)
 
+# Published state: ``jobs.shared`` (gan_step) is one dict for all plugins, where a plugin publishes a value
+# that others read, so methods compose without importing each other. Write in gan_step; read at any later
+# point of the iteration (keep a reference to the dict). Keys and their meaning:
+SHARED_KEYS = {
+    "label_weight": "float in [0, 1]: how strongly the class label acts in this iteration (a plugin that "
+                    "ramps conditioning in, e.g. transitional's lambda_t); absent = 1",
+    "full_res_loss_weight": "float: weight of the full-resolution adversarial terms when a plugin adds terms at "
+                            "another resolution (UTLO's a_c); plugins adding full-resolution adversarial terms of "
+                            "their own scale them by it; absent = 1",
+}
+
 
 # ----------------------------------------------------------------------------- setup
 
@@ -174,7 +185,8 @@ def gan_step(cur_nimg: int, batch_idx: int, jobs: Any) -> None:
         ``num_gpus``, ``random_seed``; ``frozen_D()`` (an eval-mode, gradient-free copy of D made on
         demand); ``on_rank0_then_broadcast(fn)`` (runs ``fn()`` on rank 0 and returns its picklable result
         on every rank); ``set_class_counts(counts)`` (announces new class counts: gan_class_counts_changed);
-        ``set_label_prior(probs)`` (G's and G_ema's label prior).
+        ``set_label_prior(probs)`` (G's and G_ema's label prior); ``shared`` (published state, see
+        SHARED_KEYS: set values here, read them later in the iteration).
     """
 
 

@@ -27,6 +27,8 @@ from . import PluginError, hookspecs
 BUILTINS = {  # name -> "module:Class"
     "noisytwins": "plugins.noisytwins:NoisyTwins",
     "utlo": "plugins.utlo:Utlo",
+    "transitional": "plugins.transitional:Transitional",
+    "selfcond": "plugins.selfcond:SelfCond",
 }
 ALIASES = {"vision-aided": "vision_aided"}
 TRACE_ENV = "GAN_PLUGINS_TRACE"
@@ -219,6 +221,9 @@ class PluginHost:
         self.pm.add_hookspecs(hookspecs)
         self.plugins = {}  # {name: plugin object}, in --plugins order.
         self.sources = {}
+        # Published state: values one plugin sets for others to read (gan_step's jobs.shared; keys and
+        # meanings in hookspecs.SHARED_KEYS). Every rank holds the same values.
+        self.shared = {}
         for entry in plugins:
             name, obj, source = (*entry, "object")[:3]
             if name in self.plugins:

@@ -12,6 +12,7 @@ import torch
 
 from plugins import PluginError, hookimpl
 from plugins.nets.noisytwins_net import EmbeddingNoise
+from torch_utils import training_stats
 
 __version__ = "1.0"
 
@@ -25,8 +26,9 @@ def class_scales(counts, beta):
     return (len(counts) / np.sum(1 / effective)) / effective
 
 
-def barlow_twins_loss(w1, w2, gamma, eps=1e-5):
-    """sum_d (1 - M_dd)^2 + gamma * sum_{d != e} M_de^2 with M the cross-correlation of standardised halves."""
+def barlow_twins_parts(w1, w2, eps=1e-5):
+    """(invariance, redundancy) = (sum_d (1 - M_dd)^2, sum_{d != e} M_de^2), M the cross-correlation of the
+    per-dimension standardised halves."""
     def standardise(w):
         return (w - w.mean(dim=0)) / torch.sqrt(w.var(dim=0, unbiased=False) + eps)
 
@@ -34,7 +36,13 @@ def barlow_twins_loss(w1, w2, gamma, eps=1e-5):
     m = standardise(w1).t() @ standardise(w2) / n
     on_diag = (1 - torch.diagonal(m)).square().sum()
     off_diag = m.square().sum() - torch.diagonal(m).square().sum()
-    return on_diag + gamma * off_diag
+    return on_diag, off_diag
+
+
+def barlow_twins_loss(w1, w2, gamma, eps=1e-5):
+    """sum_d (1 - M_dd)^2 + gamma * sum_{d != e} M_de^2 with M the cross-correlation of standardised halves."""
+    invariance, redundancy = barlow_twins_parts(w1, w2, eps)
+    return invariance + gamma * redundancy
 
 
 class NoisyTwins:
@@ -56,6 +64,7 @@ class NoisyTwins:
         self.d_ext = None
         self._resumed_generator_state = None
         self._resumed_d_generator_state = None
+        self.shared = None
 
     @staticmethod
     @hookimpl
@@ -144,8 +153,15 @@ class NoisyTwins:
 
     # ------------------------------------------------------------------ iteration
 
+    @hookimpl
+    def gan_step(self, jobs):
+        self.shared = jobs.shared  # Read when the batch is built: another plugin may publish after this hook.
+
     def twins_active(self, cur_nimg):
-        return self.barlow_weight(cur_nimg) > 0
+        # With a plugin that ramps the class in (transitional), twins are identical while the label has no
+        # effect (label_weight 0), so the loss waits for it.
+        label_on = self.shared.get("label_weight", 1.0) > 0 if self.shared is not None else True
+        return self.barlow_weight(cur_nimg) > 0 and label_on
 
     @hookimpl
     def gan_generator_batch(self, phase, z, c, cur_nimg):
@@ -161,8 +177,11 @@ class NoisyTwins:
             return []
         w = ctx.g_capture["w_streams"]["w"]  # The conditional stream, before broadcast, truncation and mixing.
         half = w.shape[0] // 2
-        loss = barlow_twins_loss(w[:half], w[half:2 * half], self.gamma)
-        return [("barlow", self.barlow_weight(ctx.cur_nimg), loss)]
+        invariance, redundancy = barlow_twins_parts(w[:half], w[half:2 * half])
+        # The two parts on their own, so a run shows whether twins become noise-invariant (invariance -> 0).
+        training_stats.report("NoisyTwins/invariance", invariance)
+        training_stats.report("NoisyTwins/redundancy", redundancy)
+        return [("barlow", self.barlow_weight(ctx.cur_nimg), invariance + self.gamma * redundancy)]
 
     # ------------------------------------------------------------------ state
 

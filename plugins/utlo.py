@@ -39,7 +39,7 @@ class Utlo:
     # {other plugin: why}. Lifted when either plugin opts in through lifts_conflict() (the transitional
     # plugin's opt-in for the merged variant, methods-conditional spec section 4).
     conflicts = {"transitional": "both change how the class embedding enters the mapping network and which "
-                                 "D logit drives R1 and ADA; only transitional's opt-in option builds the merged variant"}
+                                 "D logit drives R1 and ADA; pass --trans-with-utlo for the merged variant"}
 
     def __init__(self, utlo_res_uc=8, utlo_add_uc=True, utlo_alpha=1.0, utlo_reg_gain="official"):
         self.res_uc = int(utlo_res_uc)
@@ -127,6 +127,11 @@ class Utlo:
     # ------------------------------------------------------------------ losses
 
     @hookimpl
+    def gan_step(self, jobs):
+        if self.active:  # Full-resolution terms of other plugins (transitional's D_uc) take UTLO's a_c too.
+            jobs.shared["full_res_loss_weight"] = loss_weights(self.alpha, self.add_uc)[0]
+
+    @hookimpl
     def gan_base_loss_weight(self, phase):
         if not self.active or phase not in ("Gmain", "Dmain"):
             return None
@@ -138,18 +143,19 @@ class Utlo:
 
     @hookimpl
     def gan_loss_terms(self, ctx):
-        # Gmain; Dmain's real pass (it runs its own fake and real low-resolution passes, after D's real pass).
+        # Terms G_uc and D_uc (reported as Loss/utlo/G_uc and Loss/utlo/D_uc, beside sg2ada's Loss/G/loss and
+        # Loss/D/loss, which are the conditional terms). Gmain; Dmain's real pass (it runs its own fake and real low-resolution passes, after D's real pass).
         if not self.active or not self.add_uc or ctx.phase not in ("Gmain", "Dmain") or (ctx.phase == "Dmain" and ctx.side != "real"):
             return []
         a_uc = loss_weights(self.alpha, self.add_uc)[1]
         fake_low = ctx.g_capture["block_outputs"][self.res_uc][1]
         if ctx.phase == "Gmain":
-            return [("uc", a_uc, torch.nn.functional.softplus(-self._uc_logits(ctx, fake_low)).squeeze(1))]
+            return [("G_uc", a_uc, torch.nn.functional.softplus(-self._uc_logits(ctx, fake_low)).squeeze(1))]
         head = ctx.D.extensions["utlo"]
         fake_term = torch.nn.functional.softplus(self._uc_logits(ctx, fake_low.detach()))
         real_low = head.downsample(ctx.real_img.detach())
         real_term = torch.nn.functional.softplus(-self._uc_logits(ctx, real_low))
-        return [("uc", a_uc, (fake_term + real_term).squeeze(1))]
+        return [("D_uc", a_uc, (fake_term + real_term).squeeze(1))]
 
     # ------------------------------------------------------------------ output
 

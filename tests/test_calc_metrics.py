@@ -179,6 +179,24 @@ def test_fid_few_of_correct_classes_is_far_below_head_class_images(tmp_path, dig
     assert right["fid_many"] < head["fid_many"]
 
 
+def test_cls_shots_all_gives_both_band_distances_from_one_set_of_fakes(tmp_path, digits):
+    lt_file = write_lt_files(digits, str(tmp_path / "lt"))
+    kw = dataset_kwargs(digits, use_labels=True, label_file=lt_file)
+    reference = metric_utils.dnnlib.util.construct_class_by_name(**dict(kw, label_file=str(tmp_path / "lt" / "lt_10_full.json")))
+    images = np.stack([reference[i][0] for i in range(len(reference))])
+    labels = np.array([int(reference.get_label(i).argmax()) for i in range(len(reference))])
+    G = ImageBankGenerator(images, labels, c_dim=10)
+
+    def results(metric):
+        return metric_main.calc_metric(metric, G=G, dataset_kwargs=dict(kw), device="cpu", num_gen_override=200, seed=0).results
+
+    both = results("cls_shots_all")
+    separate = {**results("fd_cls_shots_all"), **results("kd_cls_shots_all")}
+    assert sorted(both) == sorted(separate) == sorted(f"{k}_cls_{b}" for k in ("fd", "kd") for b in ("many", "medium", "few"))
+    for key, value in separate.items():
+        assert both[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
 # ----------------------------------------------------------------------------
 # The registry is open to plugins.
 

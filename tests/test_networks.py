@@ -193,7 +193,8 @@ def test_pickle_runs_in_fresh_process_without_project_on_path(tmp_path):
         assert np.array_equal(out, np.load({str(tmp_path / 'expected.npy')!r}))
         print('OK', type(data['G_ema']).__module__)
     """)
-    env = dict(os.environ, PYTHONPATH=str(support))
+    # The same thread count as here: bit-equal results need the same floating-point reduction order.
+    env = dict(os.environ, PYTHONPATH=str(support), OMP_NUM_THREADS=str(torch.get_num_threads()))
     result = subprocess.run([sys.executable, "-c", script], cwd=str(tmp_path), env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "OK _imported_module_" in result.stdout

@@ -710,7 +710,8 @@ class DiscriminatorEpilogue(torch.nn.Module):
         self.fc = FullyConnectedLayer(in_channels * (resolution ** 2), in_channels, activation=activation)
         self.out = FullyConnectedLayer(in_channels, 1 if cmap_dim == 0 else cmap_dim)
 
-    def forward(self, x, img, cmap, force_fp32=False, capture=None):
+    def forward(self, x, img, cmap, force_fp32=False, capture=None, head=None):
+        """head(features, cmap, capture) -> logits replaces `out` and the projection (a plugin's heads)."""
         misc.assert_shape(x, [None, self.in_channels, self.resolution, self.resolution])
         dtype = torch.float32
         memory_format = torch.contiguous_format
@@ -729,6 +730,8 @@ class DiscriminatorEpilogue(torch.nn.Module):
         x = self.fc(x.flatten(1))
         if capture is not None:
             capture["fc"] = x
+        if head is not None:
+            return head(x, cmap, capture)
         x = self.out(x)
 
         if self.cmap_dim > 0:
@@ -841,4 +844,6 @@ class Discriminator(torch.nn.Module):
             cmap = self.mapping(None, c)
         if capture is not None:
             capture["cmap"] = cmap
-        return self.b4(x, img, cmap, capture=capture)
+        # A D extension with `epilogue_head` supplies D's output from the epilogue features (transitional-cGAN).
+        heads = [ext.epilogue_head for ext in self.extensions.values() if hasattr(ext, "epilogue_head")]
+        return self.b4(x, img, cmap, capture=capture, head=heads[0] if heads else None)

@@ -24,6 +24,11 @@ CFG_SPECS = {
     # lrate 0.0025 gave 0.52 at 12 and 0.68 at 15, lrate 0.005 0.79 and 0.91.
     "tiny": dict(ref_gpus=1, kimg=200, mb=16, mbstd=4, fmaps=-1, lrate=0.005, gamma=0.05, ema=2, ramp=0.05, map=2,
                  z_dim=64, w_dim=64, channel_base=2048, channel_max=64, tick=1),
+    # tiny's convolutions with the official NoisyTwins/UTLO latent size (z and w 512) and batch 64, so that the
+    # Barlow-Twins term has 32 twin pairs and its published weight (lambda_NT) means what it does in the papers;
+    # the learning rate and R1 gamma of NVIDIA's batch-64 cifar preset. For the long-tail experiments.
+    "tiny512": dict(ref_gpus=1, kimg=200, mb=64, mbstd=4, fmaps=-1, lrate=0.0025, gamma=0.01, ema=2, ramp=0.05, map=2,
+                    z_dim=512, w_dim=512, channel_base=2048, channel_max=64, tick=1),
 }
 
 RESUME_SPECS = {
@@ -135,7 +140,7 @@ def apply_cfg(c, opts, training_set, gpus):
     c.ema_kimg = spec.ema
     c.ema_rampup = spec.ramp
     c.kimg_per_tick = spec.get("tick", 4)
-    if cfg in ("cifar", "tiny"):
+    if cfg in ("cifar", "tiny", "tiny512"):
         c.loss_kwargs.pl_weight = 0  # disable path length regularization
         c.loss_kwargs.style_mixing_prob = 0  # disable style mixing
     if cfg == "cifar":

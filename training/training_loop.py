@@ -232,11 +232,11 @@ class Trainer:
                 self.save_images("fakes_init.png")
 
     def register_metrics(self):
-        """Plugins' metrics, unless the launcher in this process registered them already."""
+        """Plugins' metrics, bound to the plugin objects that train (a metric may read their state, e.g. selfcond's
+        clusters); they replace any registered under the same names by the launcher's objects."""
         from metrics import metric_main
 
-        if any(not metric_main.is_valid_metric(m) for m in self.c.metrics):
-            self.host.register_metrics(register=metric_main.register_metric)
+        self.host.register_metrics(register=metric_main.register_metric)
 
     def grid_labels(self, dataset_labels):
         """The grid's labels: a plugin's, else G's label prior when the widths differ, else the dataset's."""
@@ -618,6 +618,7 @@ class IterationJobs:
         self.rank = trainer.rank
         self.num_gpus = trainer.num_gpus
         self.random_seed = trainer.c.random_seed
+        self.shared = trainer.host.shared  # Published plugin state (hookspecs.SHARED_KEYS).
 
     @property
     def D(self):

@@ -25,11 +25,14 @@ class UnconditionalStream(torch.nn.Module):
         self.register_buffer("w_avg_uc", torch.zeros([w_dim]))
 
     def stream_inputs(self, x, y, e, c, streams):
-        if y is None:
+        if e is None:  # Unconditional network: one stream.
             return streams
-        parts = [x, torch.zeros_like(y)] if x is not None else [torch.zeros_like(y)]
+        if y is None:  # fc0 takes norm(z) only (transitional + utlo): the uc stream is the plain z path.
+            uc = x
+        else:
+            uc = torch.cat([x, torch.zeros_like(y)] if x is not None else [torch.zeros_like(y)], dim=1)
         streams = dict(streams)
-        streams["uc"] = torch.cat(parts, dim=1)
+        streams["uc"] = uc
         return streams
 
     def w_avg_buffer(self, stream):
