@@ -3,6 +3,7 @@
   python bench/train_speed.py                                  # baseline, 32x32 digits, CPU
   python bench/train_speed.py --plugins=,noisytwins,utlo,noisytwins+utlo --iterations=40
   python bench/train_speed.py --plugins=,noisytwins,noisytwins:nt_d_noise=0      # with/without D-side noise
+  python bench/train_speed.py --plugins=,transitional,selfcond   # selfcond runs without labels (its own clusters)
 
 Each plugin set runs in its own process. The first iterations (start-up, first-call overheads) are
 excluded; the figure is the mean over the remaining iterations. Prints one line per set and, when CUDA
@@ -31,7 +32,8 @@ def measure(data, plugins, iterations, warmup, cfg, device, batch):
 
     names, options = parse_plugin_set(plugins)
     plugin_kwargs = make_plugin_kwargs([find_plugin(name) for name in names], options)
-    opts = dnnlib.EasyDict(outdir="/tmp", data=data, cond=True, cfg=cfg, metrics="none", workers=0, snap=10 ** 6,
+    cond = "selfcond" not in names  # selfcond makes its own labels and refuses --cond=1.
+    opts = dnnlib.EasyDict(outdir="/tmp", data=data, cond=cond, cfg=cfg, metrics="none", workers=0, snap=10 ** 6,
                            tensorboard=False, device=device, batch=batch, plugin_kwargs=plugin_kwargs)
     import tempfile
 
@@ -76,7 +78,7 @@ def parse_plugin_set(text):
 @click.option("--data", help="Dataset (built from digits at --res if missing)", default=None)
 @click.option("--res", type=int, default=32, show_default=True)
 @click.option("--cfg", default="tiny", show_default=True)
-@click.option("--batch", type=int, default=32, show_default=True)
+@click.option("--batch", type=int, default=None, help="Batch size [default: the preset's]")
 @click.option("--plugins", "plugin_sets", default="", show_default=True,
               help="Comma-separated plugin sets; '+' joins plugins in one set; empty = baseline; "
                    "'name:key=value' sets a plugin option (e.g. noisytwins:nt_d_noise=0)")
@@ -99,11 +101,12 @@ def main(data, res, cfg, batch, plugin_sets, iterations, warmup, device, child):
 
     if device == "cpu" and torch.cuda.is_available():
         devices.append("cuda")
-    print(f"cfg={cfg} res={res} batch={batch} iterations={iterations} (after {warmup} warm-up)")
+    print(f"cfg={cfg} res={res} batch={batch or 'preset'} iterations={iterations} (after {warmup} warm-up)")
     baseline = {}
     for dev in devices:
         for plugins in plugin_sets.split(","):
-            cmd = [sys.executable, __file__, f"--data={data}", f"--cfg={cfg}", f"--batch={batch}", f"--plugins={plugins}",
+            cmd = [sys.executable, __file__, f"--data={data}", f"--cfg={cfg}", *([f"--batch={batch}"] if batch else []),
+                   f"--plugins={plugins}",
                    f"--iterations={iterations}", f"--warmup={warmup}", f"--device={dev}", "--child"]
             out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
             if out.returncode != 0:

@@ -160,8 +160,7 @@ class NoisyTwins:
     def twins_active(self, cur_nimg):
         # With a plugin that ramps the class in (transitional), twins are identical while the label has no
         # effect (label_weight 0), so the loss waits for it.
-        label_on = self.shared.get("label_weight", 1.0) > 0 if self.shared is not None else True
-        return self.barlow_weight(cur_nimg) > 0 and label_on
+        return self.barlow_weight(cur_nimg) > 0 and (self.shared or {}).get("label_weight", 1.0) > 0
 
     @hookimpl
     def gan_generator_batch(self, phase, z, c, cur_nimg):

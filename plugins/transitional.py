@@ -126,7 +126,7 @@ class Transitional:
         if ctx.phase not in ("Gmain", "Dmain"):
             return []
         uc = ctx.d_capture["logits"]["uc"].squeeze(1)
-        weight = float(self.shared.get("full_res_loss_weight", 1.0)) if self.shared is not None else 1.0
+        weight = float((self.shared or {}).get("full_res_loss_weight", 1.0))
         if ctx.phase == "Gmain":
             return [("G_uc", weight, torch.nn.functional.softplus(-uc))]
         if ctx.side == "fake":

@@ -1,5 +1,6 @@
 """Host v2 seams, each exercised by a small real plugin: label width and label prior, periodic jobs with the
-data, extra optimisers, frozen modules, fake-side D features in Dmain, and the mapping input without c."""
+data, extra optimisers, frozen modules, fake-side D features in Dmain, the mapping input without c, D's output
+from a plugin's heads, and published state between plugins."""
 
 import os
 import pickle
@@ -281,3 +282,68 @@ def test_mapping_without_c_at_fc0():
     loss = out.sum()
     loss.backward()
     assert mapping.embed.weight.grad is not None and mapping.embed.weight.grad.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------- D's output head, published state
+
+
+class TwoHeads(torch.nn.Module):
+    """A D extension whose epilogue_head supplies D's output (one head) and records another."""
+
+    def __init__(self, features):
+        super().__init__()
+        self.a = torch.nn.Linear(features, 1)
+        self.b = torch.nn.Linear(features, 1)
+
+    def epilogue_head(self, x, cmap, capture):
+        if capture is not None:
+            capture["logits"] = dict(b=self.b(x))
+        return self.a(x)
+
+
+def test_d_extension_head_replaces_epilogue_output():
+    from training.networks import Discriminator
+
+    torch.manual_seed(0)
+    D = Discriminator(c_dim=0, img_resolution=16, img_channels=1, channel_base=128, channel_max=16,
+                      epilogue_kwargs=dict(mbstd_group_size=2))
+    x = torch.randn(4, 1, 16, 16)
+    capture = {}
+    plain = D(x, None, capture=capture)
+    assert torch.equal(plain, D.b4.out(capture["fc"]))  # NVIDIA's output without a head.
+    D.extensions["heads"] = TwoHeads(D.feature_dims["fc"][0])
+    capture = {}
+    out = D(x, None, capture=capture)
+    assert torch.equal(out, D.extensions["heads"].a(capture["fc"]))
+    assert torch.equal(capture["logits"]["b"], D.extensions["heads"].b(capture["fc"]))
+
+
+class Publisher:
+    plugin_name = "publisher"
+
+    @hookimpl
+    def gan_step(self, cur_nimg, jobs):
+        jobs.shared["label_weight"] = 0.0 if cur_nimg < 16 else 1.0
+
+
+class Reader:
+    plugin_name = "reader"
+
+    def __init__(self):
+        self.seen = []
+
+    @hookimpl
+    def gan_step(self, jobs):
+        self.shared = jobs.shared
+
+    @hookimpl
+    def gan_loss_terms(self, ctx):
+        if ctx.phase == "Gmain":
+            self.seen.append((ctx.cur_nimg, self.shared.get("label_weight")))
+        return []
+
+
+def test_published_state_reaches_a_plugin_listed_before_the_publisher(tmp_path, tiny_digits):
+    reader = Reader()
+    run_tiny_training(str(tmp_path), tiny_digits, plugins=[reader, Publisher()], iterations=3)
+    assert reader.seen == [(0, 0.0), (8, 0.0), (16, 1.0)]  # Written this iteration, although the reader's hook ran first.

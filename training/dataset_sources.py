@@ -14,6 +14,8 @@ Supported sources:
     images file itself (the labels file is found by name);
   * ``digits`` / ``digits:16`` / ``digits:32``: scikit-learn's bundled 8x8 digits;
   * ``fashion-mnist`` / ``fashion-mnist:test``: the Debian package dataset-fashion-mnist.
+  * ``stacked-digits`` / ``stacked-digits:N``: N (default 25000) RGB images whose channels are three random
+    scikit-learn digits (stacked MNIST's 1000 modes; label 100 * red + 10 * green + blue), 16 px.
 
 Files without an image extension inside folders and ZIPs, hidden files and
 macOS debris (``__MACOSX/``, ``._x.png``) are skipped (and counted in
@@ -392,6 +394,15 @@ def open_digits(size=32):
     return _array_source(f'digits:{size}', images, labels, [str(i) for i in range(10)], default_size=size)
 
 
+def open_stacked_digits(count=25000, seed=0):
+    """Stacked digits: each channel a random digit image (seeded), the label the three digits as one number."""
+    images, labels = load_digits_arrays()
+    picks = np.random.default_rng(seed).integers(len(labels), size=[count, 3])
+    stacked = np.concatenate([images[picks[:, ch]] for ch in range(3)], axis=3)
+    mode = labels[picks[:, 0]] * 100 + labels[picks[:, 1]] * 10 + labels[picks[:, 2]]
+    return _array_source(f'stacked-digits:{count}', stacked, mode, [f'{m:03d}' for m in range(1000)], default_size=16)
+
+
 FASHION_MNIST_ENV = 'FASHION_MNIST_DIR'
 FASHION_MNIST_CLASSES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']
 
@@ -437,6 +448,10 @@ def open_source(spec):
         if arg not in ('', '16', '32'):
             raise SourceError(f'--source={spec}: use digits, digits:16 or digits:32')
         return open_digits(int(arg) if arg else 32)
+    if key == 'stacked-digits' and not os.path.exists(spec):
+        if arg and not (arg.isdigit() and int(arg) > 0):
+            raise SourceError(f'--source={spec}: use stacked-digits or stacked-digits:N with N a positive image count')
+        return open_stacked_digits(int(arg) if arg else 25000)
     if key == 'fashion-mnist' and not os.path.exists(spec):
         if arg not in ('', 'train', 'test'):
             raise SourceError(f'--source={spec}: use fashion-mnist, fashion-mnist:train or fashion-mnist:test')
@@ -464,4 +479,4 @@ def open_source(spec):
         raise SourceError(f'--source {spec}: unknown file type; pass an image folder, a .zip, a CIFAR-10 directory or '
                           'tar.gz, an idx images file, digits or fashion-mnist')
     raise SourceError(f'--source {spec} does not exist; pass an image folder, a .zip, a CIFAR-10 directory or tar.gz, '
-                      'an idx images file or directory, digits[:16|:32] or fashion-mnist[:test]')
+                      'an idx images file or directory, digits[:16|:32], stacked-digits[:N] or fashion-mnist[:test]')

@@ -626,7 +626,10 @@ class IterationJobs:
 
     def frozen_D(self):
         """A copy of D in eval mode without gradients (e.g. to embed images for clustering)."""
-        return copy.deepcopy(self._trainer.D).eval().requires_grad_(False)
+        D = copy.deepcopy(self._trainer.D).eval().requires_grad_(False)
+        for param in D.parameters():
+            param.grad = None  # The copy needs no gradient buffers (deepcopy would duplicate D's).
+        return D
 
     def on_rank0_then_broadcast(self, fn):
         """fn() on rank 0, its (picklable) result on every rank: identical decisions on all processes."""
