@@ -239,12 +239,12 @@ def stats_series(out, config, seeds):
 
 
 def stats_table(results):
-    """Markdown table of the last three ticks pooled (tick means are noisy)."""
+    """Markdown table of the last tick's means (the loop's per-tick statistics)."""
     lines = ["| config | " + " | ".join(label for _, label in STATS_TABLE) + " |", "|---" * (len(STATS_TABLE) + 1) + "|"]
     for config, curves in results.items():
         cells = []
         for key, _ in STATS_TABLE:
-            last = [a for _, a in curves.get(key, []) if a is not None][-3:]
+            last = [a for _, a in curves.get(key, []) if a is not None][-1:]
             cells.append(runner.fmt(dict(mean=float(np.mean([a["mean"] for a in last])),
                                          spread=float(np.mean([a["spread"] for a in last])))) if last else "-")
         lines.append(f"| {config} | " + " | ".join(cells) + " |")
@@ -269,7 +269,7 @@ def report(out, seeds):
     runner.plot_curves(results, os.path.join(out, "curves.png"), PLOTS)
     runner.plot_curves(results, os.path.join(out, "mechanisms.png"), MECHANISM_PLOTS, cols=2)
     text = (f"Final snapshot (kimg {meta.get('kimg', '?')}), mean ± half-range over {seeds} seeds:\n\n"
-            f"{runner.final_table(results, TABLE)}\n\nTraining statistics, last 3 ticks pooled:\n\n{stats_table(results)}\n")
+            f"{runner.final_table(results, TABLE)}\n\nTraining statistics, mean over the last tick:\n\n{stats_table(results)}\n")
     dnnlib.util.atomic_write_text(os.path.join(out, "results.md"), text)
     print(text)
 

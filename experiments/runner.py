@@ -201,6 +201,7 @@ def plot_curves(results, path, panels, cols=3):
 
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    colors = {config: f"C{i}" for i, config in enumerate(results)}  # The same colour in every panel.
     for ax, (key, title) in zip(axes.flat, panels):
         for config, curves in results.items():
             series = [(k, a) for k, a in curves.get(key, []) if a is not None]
@@ -209,15 +210,15 @@ def plot_curves(results, path, panels, cols=3):
             x = np.array([k for k, _ in series])
             m = np.array([a["mean"] for _, a in series])
             s = np.array([a["spread"] for _, a in series])
-            (line,) = ax.plot(x, m, label=config, marker="o", markersize=3)
-            ax.fill_between(x, m - s, m + s, color=line.get_color(), alpha=0.15)
+            ax.plot(x, m, label=config, marker="o", markersize=3, color=colors[config])
+            ax.fill_between(x, m - s, m + s, color=colors[config], alpha=0.15)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("kimg", fontsize=8)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=max(1, len(labels)), fontsize=8)
+    handles = [matplotlib.lines.Line2D([], [], color=colors[c], marker="o", markersize=3) for c in results]
+    fig.legend(handles, list(results), loc="lower center", ncol=max(1, len(results)), fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     with dnnlib.util.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
