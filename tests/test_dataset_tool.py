@@ -193,22 +193,20 @@ def test_stacked_digits_channels_are_digits_and_label_names_them(tmp_path):
     ok('--source', 'stacked-digits:300', '--dest', tmp_path / 's.zip')
     ds = load(tmp_path / 's.zip')
     assert len(ds) == 300 and ds.image_shape == [3, 16, 16]
-    digits16 = dataset_sources.open_stacked_digits(300)
-    images, targets = dataset_sources.load_digits_arrays()
+    _images, targets = dataset_sources.load_digits_arrays()
     rng_picks = np.random.default_rng(0).integers(len(targets), size=[300, 3])
     labels = ds._get_raw_labels()
     np.testing.assert_array_equal(labels, targets[rng_picks[:, 0]] * 100 + targets[rng_picks[:, 1]] * 10 + targets[rng_picks[:, 2]])
-    assert digits16.count == 300 and len(np.unique(labels)) > 200
+    assert len(np.unique(labels)) > 200
+    single = load_digits_16(tmp_path)
     for ch in range(3):  # Each channel is the picked digit, resized like digits:16.
-        single = load_digits_16(tmp_path)
         np.testing.assert_array_equal(ds[7][0][ch], single[rng_picks[7, ch]])
     fail('--source', 'stacked-digits:0', '--dest', tmp_path / 'bad.zip')
 
 
 def load_digits_16(tmp_path):
     dest = tmp_path / 'digits16.zip'
-    if not dest.exists():
-        ok('--source', 'digits:16', '--dest', dest)
+    ok('--source', 'digits:16', '--dest', dest)
     ds = load(dest)
     return np.stack([ds[i][0][0] for i in range(len(ds))])
 
