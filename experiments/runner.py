@@ -25,10 +25,10 @@ def log(text):
     print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
-def sh(args, logfile, env=None):
+def sh(args, logfile):
     log("$ " + " ".join(args))
     with open(logfile, "w") as f:
-        if subprocess.run(args, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env).returncode != 0:
+        if subprocess.run(args, cwd=REPO, stdout=f, stderr=subprocess.STDOUT).returncode != 0:
             raise click.ClickException(f"command failed; see {logfile}")
 
 
