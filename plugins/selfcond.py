@@ -29,10 +29,6 @@ FAKE_LABELS = ("reuse", "hist")
 CAPTURE_KEY = {"b4in": "b4_in", "fc": "fc"}
 
 
-def _bool(value):
-    return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
-
-
 class SelfCond:
     version = __version__
 
@@ -43,8 +39,8 @@ class SelfCond:
         self.recluster_kimg = float(sc_recluster_kimg)
         self.feature = str(sc_feature)
         self.fake_labels = str(sc_fake_labels)
-        self.match = _bool(sc_match)
-        self.init_means = _bool(sc_init_means)
+        self.match = bool(sc_match)  # click type=bool options, as noisytwins' --nt-d-noise.
+        self.init_means = bool(sc_init_means)
         if self.k < 2:
             raise PluginError(f"selfcond: --sc-k={self.k}; need at least 2 clusters")
         if self.nimgs < 1 or self.recluster_kimg <= 0:
