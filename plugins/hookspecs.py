@@ -114,12 +114,15 @@ def gan_extend_networks(G: torch.nn.Module, D: torch.nn.Module, dataset: Any) ->
 
 
 @hookspec
-def gan_extra_optimizers(G: torch.nn.Module, D: torch.nn.Module) -> Optional[Sequence[Dict[str, Any]]]:
+def gan_extra_optimizers(G: torch.nn.Module, D: torch.nn.Module, G_opt_kwargs: Mapping[str, Any],
+                         D_opt_kwargs: Mapping[str, Any]) -> Optional[Sequence[Dict[str, Any]]]:
     """Optimisers for parameters outside G and D (e.g. the trainable heads of a vision-aided discriminator).
-    Once per run, every rank, after networks and extensions exist and before resume.
+    Once per run, every rank, after networks, extensions and frozen modules exist and before resume.
 
     :param G: the generator.
     :param D: the discriminator.
+    :param G_opt_kwargs: G's optimiser kwargs as configured (before the lazy-regularisation ratio).
+    :param D_opt_kwargs: D's, likewise (e.g. to give a head D's learning rate).
     :returns: a list of dicts ``{name, params, opt_kwargs, step_with}``: ``params`` a list of parameters on
         the training device, ``opt_kwargs`` like G_opt_kwargs (``class_name``, ``lr``, ``betas``...),
         ``step_with`` 'G' or 'D'. The loop zeroes them with that network's phases, makes their parameters
@@ -155,7 +158,7 @@ def gan_check_resume(snapshot: Mapping[str, Any], state: Optional[Mapping[str, A
 
 @hookspec
 def gan_train_start(G: torch.nn.Module, D: torch.nn.Module, G_ema: torch.nn.Module, device: torch.device,
-                    rank: int, num_gpus: int, random_seed: int, run_dir: str) -> None:
+                    rank: int, num_gpus: int, random_seed: int, run_dir: str, batch_size: int) -> None:
     """Networks, optimisers and the data iterator exist; training is about to start. Once, every rank.
 
     :param G: the training generator (in train mode between steps).
@@ -166,6 +169,7 @@ def gan_train_start(G: torch.nn.Module, D: torch.nn.Module, G_ema: torch.nn.Modu
     :param num_gpus: the number of processes.
     :param random_seed: the run's seed (seed private generators from it and ``rank``).
     :param run_dir: the run directory.
+    :param batch_size: real images per iteration, all processes together.
     """
 
 

@@ -29,6 +29,7 @@ BUILTINS = {  # name -> "module:Class"
     "utlo": "plugins.utlo:Utlo",
     "transitional": "plugins.transitional:Transitional",
     "selfcond": "plugins.selfcond:SelfCond",
+    "vision_aided": "plugins.vision_aided:VisionAided",
 }
 ALIASES = {"vision-aided": "vision_aided"}
 TRACE_ENV = "GAN_PLUGINS_TRACE"
@@ -380,10 +381,11 @@ class PluginHost:
     def extend_networks(self, G, D, dataset):
         self.pm.hook.gan_extend_networks(G=G, D=D, dataset=dataset)
 
-    def extra_optimizers(self, G, D):
+    def extra_optimizers(self, G, D, G_opt_kwargs=None, D_opt_kwargs=None):
         """[dict(name, params, opt_kwargs, step_with, plugin)] declared by the plugins, validated."""
         found = []
-        for plugin, result in self._call_each("gan_extra_optimizers", G=G, D=D):
+        for plugin, result in self._call_each("gan_extra_optimizers", G=G, D=D, G_opt_kwargs=dict(G_opt_kwargs or {}),
+                                              D_opt_kwargs=dict(D_opt_kwargs or {})):
             for spec in result or []:
                 if not isinstance(spec, dict) or not {"name", "params", "opt_kwargs", "step_with"} <= set(spec):
                     raise PluginError(f"plugin {plugin!r}: gan_extra_optimizers must return dicts with name, params, "
@@ -431,8 +433,8 @@ class PluginHost:
                               "to resume it")
         self.pm.hook.gan_check_resume(snapshot=snapshot, state=state)
 
-    def on_train_start(self, **kwargs):
-        self.pm.hook.gan_train_start(**kwargs)
+    def on_train_start(self, batch_size=None, **kwargs):
+        self.pm.hook.gan_train_start(batch_size=batch_size, **kwargs)
 
     def on_train_end(self, cur_nimg, run_dir):
         self.pm.hook.gan_train_end(cur_nimg=cur_nimg, run_dir=run_dir)

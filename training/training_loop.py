@@ -93,7 +93,7 @@ class Trainer:
         self.jobs = IterationJobs(self)
         self.register_metrics()
         self.host.on_train_start(G=self.G, D=self.D, G_ema=self.G_ema, device=self.device, rank=rank,
-                                 num_gpus=num_gpus, random_seed=random_seed, run_dir=run_dir)
+                                 num_gpus=num_gpus, random_seed=random_seed, run_dir=run_dir, batch_size=batch_size)
         self.setup_snapshot_grid()
         self.loggers = RunLoggers(run_dir, rank=rank, options=dict(loggers)) if rank == 0 else None
 
@@ -169,7 +169,7 @@ class Trainer:
                                                         augment_pipe=self.augment_pipe, **c.loss_kwargs)
         self.phases = []
         self.extra_optimizers = {}  # {plugin/name: optimiser} declared through gan_extra_optimizers.
-        extra_specs = self.host.extra_optimizers(G=self.G, D=self.D)
+        extra_specs = self.host.extra_optimizers(G=self.G, D=self.D, G_opt_kwargs=c.G_opt_kwargs, D_opt_kwargs=c.D_opt_kwargs)
         for spec in extra_specs:  # Trainable only during their network's phases, like G and D.
             for p in spec["params"]:
                 p.requires_grad_(False)
