@@ -4,6 +4,7 @@
   python bench/train_speed.py --plugins=,noisytwins,utlo,noisytwins+utlo --iterations=40
   python bench/train_speed.py --plugins=,noisytwins,noisytwins:nt_d_noise=0      # with/without D-side noise
   python bench/train_speed.py --plugins=,transitional,selfcond   # selfcond runs without labels (its own clusters)
+  python bench/train_speed.py --plugins=,vision_aided:va_backbones=torchscript:/path/net.pt:va_warmup_kimg=0
 
 Each plugin set runs in its own process. The first iterations (start-up, first-call overheads) are
 excluded; the figure is the mean over the remaining iterations. Prints one line per set and, when CUDA
@@ -12,6 +13,7 @@ is present, the same on the GPU.
 
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -63,7 +65,7 @@ def parse_plugin_set(text):
     """'noisytwins:nt_d_noise=0+utlo' -> (['noisytwins', 'utlo'], {'noisytwins': {'nt_d_noise': 0}})."""
     names, options = [], {}
     for token in filter(None, text.split("+")):
-        name, *settings = token.split(":")
+        name, *settings = re.split(r":(?=\w+=)", token)  # A value may hold ':' (torchscript:PATH).
         names.append(name)
         for setting in settings:
             key, _, value = setting.partition("=")

@@ -412,3 +412,20 @@ def test_probe_command_runs_on_a_snapshot(tmp_path, tiny_digits, tiny_script):
                                       f"--candidates=torchscript:{tiny_script}"])
     assert result.exit_code == 0, result.output
     assert "Suggested: --plugins=vision_aided --va-backbones=torchscript:" in result.output
+
+
+def test_transitional_lambda_scales_the_head_projection_and_selfcond_clusters_are_its_classes(tmp_path, tiny_digits,
+                                                                                              tiny_script):
+    name = f"torchscript:{tiny_script}"
+    plugin = RecordingVisionAided(va_backbones=name, va_warmup_kimg=0, va_head="pip")
+    run_tiny_training(str(tmp_path / "t"), tiny_digits, plugins=["transitional", plugin], iterations=2,
+                      options={"transitional": dict(trans_start_kimg=1000, trans_end_kimg=2000)})  # lambda_t = 0.
+    before, after = plugin.start_heads[name], dict(plugin.heads[name].named_parameters())
+    embed = [k for k in after if k.startswith("projection.embed.")]
+    assert embed and all(torch.equal(before[k], after[k]) for k in embed)  # No class signal while lambda_t = 0.
+    assert any(not torch.equal(before[k], v) for k, v in after.items() if k not in embed)
+
+    plugin = RecordingVisionAided(va_backbones=name, va_warmup_kimg=0, va_head="pip")
+    trainer = run_tiny_training(str(tmp_path / "s"), tiny_digits, plugins=["selfcond", plugin], iterations=1, cond=False,
+                                options={"selfcond": dict(sc_k=4, sc_nimgs=200)})
+    assert trainer.D.c_dim == 4 and plugin.heads[name].projection.embed.in_features == 4  # c = the cluster.
