@@ -29,6 +29,14 @@ def load_snapshot(network_pkl):
     """The snapshot dict of a path or URL; click errors name the file when it is missing or not a pickle."""
     if not dnnlib.util.is_url(network_pkl, allow_file_urls=True) and not os.path.isfile(os.path.expanduser(network_pkl)):
         raise click.ClickException(f"--network: no such file: {network_pkl!r}")
+    if network_pkl.endswith(".safetensors"):  # Weights without code: nothing is unpickled.
+        from training.safe_export import SafeExportError, load_networks
+
+        try:
+            networks, training_set_kwargs = load_networks(os.path.expanduser(network_pkl))
+        except SafeExportError as exc:
+            raise click.ClickException(f"--network: {exc}") from None
+        return dict(networks, training_set_kwargs=training_set_kwargs or None)
     try:
         with dnnlib.util.open_url(network_pkl, verbose=False) as f:
             data = legacy.load_network_pkl(f)

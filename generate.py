@@ -37,6 +37,13 @@ def parse_range(s):
 
 def load_generator(network, device):
     print(f'Loading networks from "{network}"...')
+    if network.endswith(".safetensors"):  # Weights without code, rebuilt from this project's classes.
+        from training.safe_export import SafeExportError, load_networks
+
+        try:
+            return load_networks(os.path.expanduser(network), device)[0]["G_ema"]
+        except SafeExportError as exc:
+            raise click.ClickException(f"--network: {exc}") from None
     try:
         with dnnlib.util.open_url(network) as f:
             data = legacy.load_network_pkl(f)
@@ -151,6 +158,8 @@ def generate_video(G, seeds, class_idx, truncation_psi, noise_mode, path, frames
 def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, projected_w, class_grid, video,
                     frames, device, outdir):
     """Generate images using a pretrained network pickle."""
+    if not np.isfinite(truncation_psi):
+        raise click.BadParameter(f"{truncation_psi!r} is not a finite number", param_hint="--trunc")
     device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     G = load_generator(network_pkl, device)
     outdir = os.path.expanduser(outdir)

@@ -7,6 +7,7 @@
 """
 
 import json
+import math
 import os
 import re
 import shutil
@@ -108,6 +109,7 @@ CORE_OPTIONS = [
     click.Option(["--outdir"], help="Where to save the results", required=True, metavar="DIR"),
     click.Option(["--gpus"], help="Number of GPUs to use [default: 1]", type=int, metavar="INT"),
     click.Option(["--snap"], help="Snapshot interval [default: 50 ticks]", type=int, metavar="INT"),
+    click.Option(["--export-safetensors"], help="Also write G_ema of each snapshot as .safetensors (weights without code) [default: false]", type=bool, metavar="BOOL"),
     click.Option(["--metrics"], help='Comma-separated list or "none" [default: fid50k_full]', type=str),
     click.Option(["--seed"], help="Random seed [default: 0]", type=int, metavar="INT"),
     click.Option(["-n", "--dry-run"], help="Print training options and exit", is_flag=True),
@@ -175,6 +177,14 @@ def plugin_option_table(names):
     return enabled, others
 
 
+def check_finite_floats(params, values):
+    """Every float option, core or plugin, must be a finite number (nan/inf would train silently to nothing)."""
+    for param in params:
+        value = values.get(param.name)
+        if isinstance(param.type, click.types.FloatParamType) and value is not None and not math.isfinite(value):
+            raise click.BadParameter(f"{value!r} is not a finite number", param_hint=param.opts[0])
+
+
 def build_command(enabled, others):
     params = list(CORE_OPTIONS)
     owner = {}  # click destination -> plugin name
@@ -190,6 +200,7 @@ def build_command(enabled, others):
 
     @click.pass_context
     def callback(ctx, **kwargs):
+        check_finite_floats(params, kwargs)
         values_by_plugin = {name: {} for name in enabled}
         core = dnnlib.EasyDict()
         for key, value in kwargs.items():
@@ -218,11 +229,10 @@ def run(opts, enabled, values_by_plugin):
                 raise UserError("Missing option '--data' (or replay a run with --config=RUN_DIR/training_options.json)")
             opts.plugin_kwargs = make_plugin_kwargs(enabled.values(), values_by_plugin)
             host = PluginHost.from_config(opts.plugin_kwargs)  # Constructs and validates the plugins with their options.
-            c, desc = build_config(opts, host)
-            if c.plugin_kwargs:
-                desc += "-" + "-".join(c.plugin_kwargs)
+            c, desc = build_config(opts, host)  # desc names the plugins.
         launch_training(c=c, desc=desc, outdir=os.path.expanduser(opts.outdir), dry_run=opts.dry_run)
-    except (UserError, PluginError, SetupError) as exc:  # Bad input, or a plugin's refusal during training.
+    except (UserError, PluginError, SetupError, training_loop.NonFiniteLossError,
+            training_loop.CheckpointWriteError) as exc:  # Bad input, a refusal, NaN, a failed write.
         raise click.ClickException(str(exc)) from None
 
 

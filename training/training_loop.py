@@ -70,6 +70,7 @@ class Trainer:
         progress_fn=None,           # Callback function for updating training progress.
         max_iterations=None,        # Stop after this many iterations of this process (tests, benchmarks).
         run_report=False,           # Refresh RUN_DIR/report.html at each network snapshot (needs matplotlib)?
+        export_safetensors=False,   # Also write G_ema of each snapshot as .safetensors (weights without code)?
     ):
         self.c = dnnlib.EasyDict(locals())
         del self.c["self"]
@@ -256,12 +257,19 @@ class Trainer:
         import legacy
 
         self.log(f'Resuming from "{resume_pkl}"')
+        if self.rank == 0 and "://" not in str(resume_pkl):
+            for name in checkpoint.remove_stale_temp_files(os.path.dirname(os.path.abspath(resume_pkl))):
+                self.log(f"Removed {name}, left by an interrupted write")
         try:
             with dnnlib.util.open_url(resume_pkl) as f:
                 resume_data = legacy.load_network_pkl(f)
         except legacy.NetworkPickleError as exc:
             raise ValueError(f"--resume: {exc}") from None
         state = checkpoint.load_state(resume_state) if resume_state is not None else None
+        problem = checkpoint.unit_problem(resume_pkl, state) if state is not None else None
+        if problem is not None:
+            raise ValueError(f"--resume={resume_pkl}: {problem}; resume from the run directory (its newest complete "
+                             "snapshot is used) or from another snapshot")
         self.host.check_resume(snapshot=resume_data, state=state)
         for name, module in [("G", self.G), ("D", self.D), ("G_ema", self.G_ema)]:
             if resume_data.get(name) is None:
@@ -274,8 +282,9 @@ class Trainer:
         if self.augment_pipe is not None and resume_data.get("augment_pipe") is not None:
             self.augment_pipe.p.copy_(resume_data["augment_pipe"].p.to(self.device))
         if resume_state is None:
-            kimg = checkpoint.snapshot_kimg(resume_pkl)
-            self.cur_nimg = self.tick_start_nimg = (kimg or 0) * 1000
+            nimg = checkpoint.snapshot_nimg(resume_pkl)
+            kimg = None if nimg is None else nimg / 1000
+            self.cur_nimg = self.tick_start_nimg = nimg or 0
             self.log("Notice: no training state beside the pickle; resuming weights only "
                      f"(optimisers and counters start fresh, kimg continues from {kimg or 0}).")
             return
@@ -475,13 +484,33 @@ class Trainer:
                                        drange=[-1, 1], grid_size=self.grid_size)
 
     def save_network(self):
-        kimg = self.cur_nimg // 1000
-        path = os.path.join(self.run_dir, f"network-snapshot-{kimg:06d}.pkl")
+        """Snapshot, then its training state bound to it by SHA-256 (see training/checkpoint.py)."""
+        path = checkpoint.snapshot_path(self.run_dir, self.cur_nimg)
         modules = dict(G=self.G, D=self.D, G_ema=self.G_ema, augment_pipe=self.augment_pipe)
+        for name in ("G", "D", "G_ema"):
+            bad = [k for k, t in modules[name].state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+            if bad:
+                raise NonFiniteLossError(f"{name} holds non-finite values at kimg {self.cur_nimg / 1000:g} "
+                                         f"({', '.join(bad[:4])}); no snapshot was written over the last good one")
         if self.rank == 0:
-            # The state goes first: a snapshot pickle on disk always has its state beside it.
-            checkpoint.save_state(checkpoint.state_path_for(path), self.state_dict())
-            checkpoint.save_snapshot(path, self.c.training_set_kwargs, modules)
+            state = self.state_dict()
+            try:
+                checkpoint.save_snapshot(path, self.c.training_set_kwargs, modules,
+                                         before_rename=lambda: crash_point("snapshot-temp", self.cur_nimg))
+                crash_point("snapshot", self.cur_nimg)
+                state["snapshot_sha256"] = dnnlib.util.file_sha256(path)
+                state_path = checkpoint.state_path_for(path)
+                checkpoint.save_state(state_path, state, before_rename=lambda: crash_point("state-temp", self.cur_nimg))
+                crash_point("state", self.cur_nimg)
+                if self.c.export_safetensors:
+                    from training.safe_export import export_networks
+
+                    export_networks({"G_ema": self.G_ema}, os.path.splitext(path)[0] + ".safetensors",
+                                    checkpoint.upstream_dataset_kwargs(self.c.training_set_kwargs))
+            except OSError as exc:
+                raise CheckpointWriteError(f"writing the checkpoint {path} failed: {exc.strerror or exc} "
+                                           f"({exc.filename or path}); earlier snapshots are intact. Free disk space "
+                                           "or fix the permissions, then resume with --resume=" + self.run_dir) from None
         return path
 
     def run_metrics(self, snapshot_pkl):
@@ -665,6 +694,7 @@ def accumulate_gradients(loss, host, phase, real_img, real_c, gen_z, gen_c, gain
         terms = loss_pass.terms + host.loss_terms(ctx, batch_size=_batch_size_of(ctx))
         base_weight = None
         total = loss_pass.anchor if loss_pass.anchor is not None else 0
+        check_finite_terms(loss_pass.terms, ctx.phase, cur_nimg)  # Plugin terms are checked by the host.
         for term in terms:
             training_stats.report(f"Loss/{term.owner}/{term.name}", term.value)
             weight = float(term.weight)
@@ -681,6 +711,18 @@ def accumulate_gradients(loss, host, phase, real_img, real_c, gen_z, gen_c, gain
             total.mul(gain).backward()
 
 
+def check_finite_terms(terms, phase, cur_nimg):
+    """Stop with the term's name before a NaN/inf is backpropagated into the weights (and later a snapshot)."""
+    values = torch.stack([term.value.detach().float().sum() for term in terms]) if terms else None
+    if values is None or bool(torch.isfinite(values).all()):  # One device sync per pass.
+        return
+    bad = [term for term, value in zip(terms, values.tolist()) if not np.isfinite(value)]
+    names = ", ".join(f"Loss/{t.owner}/{t.name} = {float(t.value.detach().float().mean())}" for t in bad)
+    hint = " (R1: lower --gamma)" if any(t.name == "reg" and t.owner == "D" for t in bad) else ""
+    raise NonFiniteLossError(f"non-finite loss at kimg {cur_nimg / 1000:g}, phase {phase}: {names}{hint}; "
+                             "the run stops before the value reaches the weights or a snapshot")
+
+
 def _batch_size_of(ctx):
     for tensor in (ctx.real_img, ctx.gen_z):
         if tensor is not None:
@@ -692,6 +734,21 @@ def _all_reduce_sum(tensor):
     tensor = tensor.clone()
     torch.distributed.all_reduce(tensor)
     return tensor
+
+
+def crash_point(name, cur_nimg):
+    """Fault injection for the crash-consistency test: with $GAN_CRASH_AT=name and the first write at or after
+    $GAN_CRASH_AT_NIMG images, the process dies at once (as under SIGKILL: no cleanup, no flush)."""
+    if os.environ.get("GAN_CRASH_AT") == name and cur_nimg >= int(os.environ.get("GAN_CRASH_AT_NIMG", "0")):
+        os._exit(137)
+
+
+class CheckpointWriteError(RuntimeError):
+    """A snapshot or training state could not be written (disk full, permissions); the message names the path."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or infinite; the message names the iteration, phase and term."""
 
 
 class SetupError(ValueError):

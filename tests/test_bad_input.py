@@ -1,0 +1,95 @@
+"""Bad input gets a message, not a traceback: one table of (command, arguments, expected message), run as
+subprocesses, and the table in docs/bad-input.md generated from it (`python tests/test_bad_input.py`)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from plugins import hookimpl
+from plugins.testing import run_tiny_training
+from training import checkpoint
+from training.training_loop import NonFiniteLossError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOC = os.path.join(REPO, "docs", "bad-input.md")
+
+# (script, arguments, expected message). {data}, {out} and {snap} are filled in by the test.
+CASES = [
+    ("train.py", "--data={data} --outdir={out} --gamma=nan", "Invalid value for --gamma: nan is not a finite number"),
+    ("train.py", "--data={data} --outdir={out} --gamma=inf", "Invalid value for --gamma: inf is not a finite number"),
+    ("train.py", "--data={data} --outdir={out} --kimg=nan", "Invalid value for --kimg: nan is not a finite number"),
+    ("train.py", "--data={data} --outdir={out} --plugins=noisytwins --nt-lambda=nan",
+     "Invalid value for --nt-lambda: nan is not a finite number"),
+    ("train.py", "--data={data} --outdir={out} --plugins=vision_aided --va-backbones=clip",
+     "no weights for backbone 'clip' (ViT-B-32.pt, OpenAI CLIP release"),
+    ("generate.py", "--network={snap} --outdir={out} --trunc=nan --class=0",
+     "Invalid value for --trunc: nan is not a finite number"),
+]
+
+
+def doc_table():
+    lines = ["# Bad input and the messages it gets", "",
+             "Generated from `tests/test_bad_input.py` (`python tests/test_bad_input.py`); every row is a test.", "",
+             "| command | message (excerpt) |", "|---|---|"]
+    for script, args, expected in CASES:
+        lines.append(f"| `python {script} {args}` | {expected} |")
+    return "\n".join(lines) + "\n"
+
+
+def test_the_doc_table_is_generated_from_the_cases():
+    with open(DOC, encoding="utf-8") as f:
+        assert f.read() == doc_table(), "docs/bad-input.md is stale: run python tests/test_bad_input.py"
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory, tiny_digits):
+    trainer = run_tiny_training(str(tmp_path_factory.mktemp("snap") / "run"), tiny_digits, iterations=1,
+                                network_snapshot_ticks=1)
+    return checkpoint.latest_snapshot(trainer.run_dir)
+
+
+@pytest.mark.parametrize("script,args,expected", CASES, ids=[f"{c[0]} {c[1].split()[-1]}" for c in CASES])
+def test_bad_input_gets_its_message_and_leaves_nothing(script, args, expected, tmp_path, tiny_digits, snapshot):
+    out = tmp_path / "out"
+    argv = args.format(data=tiny_digits, out=out, snap=snapshot).split()
+    result = subprocess.run([sys.executable, os.path.join(REPO, script), *argv], capture_output=True, text=True,
+                            cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    message = result.stdout + result.stderr
+    assert result.returncode != 0 and expected in message, message[-2000:]
+    assert "Traceback" not in message
+    assert not out.exists() or not any(out.iterdir())  # No run directory, no images.
+
+
+class PoisonD:
+    """Sets one D weight to NaN at iteration 3: the next D pass gives NaN logits."""
+
+    plugin_name = "poison"
+
+    @hookimpl
+    def gan_step(self, batch_idx, jobs):
+        if batch_idx == 3:
+            with torch.no_grad():
+                next(iter(jobs.D.parameters())).view(-1)[0] = float("nan")
+
+
+def test_a_nan_loss_mid_run_stops_naming_the_term_and_no_nan_snapshot(tmp_path, tiny_digits):
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at kimg 0\.024, phase Gmain: Loss/G/loss = nan"):
+        run_tiny_training(str(tmp_path / "run"), tiny_digits, plugins=[PoisonD()], iterations=6,
+                          network_snapshot_ticks=1)
+    snaps = sorted(p for p in os.listdir(tmp_path / "run") if p.endswith(".pkl"))
+    assert snaps  # The snapshots written before the NaN are finite.
+    import pickle
+
+    with open(tmp_path / "run" / snaps[-1], "rb") as f:
+        data = pickle.load(f)
+    assert all(torch.isfinite(t).all() for key in ("G", "D", "G_ema") for t in data[key].state_dict().values()
+               if t.is_floating_point())
+
+
+if __name__ == "__main__":
+    with open(DOC, "w", encoding="utf-8") as f:
+        f.write(doc_table())
+    print(f"wrote {DOC}")

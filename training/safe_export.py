@@ -1,0 +1,173 @@
+"""Networks as safetensors: weights without code, rebuilt from this project's own classes.
+
+A network pickle runs code when it is loaded (that is how pickles work; NVIDIA's embed their source). The
+safetensors export holds tensors only, plus a JSON header that says how to rebuild each network: the class (one
+of this project's ``torch.nn.Module`` classes in ``training.*`` or ``plugins.nets.*``; nothing else is accepted),
+its constructor arguments, and the plugin extension modules attached to it. Loading never unpickles anything.
+
+  python -m training.safe_export SNAP.pkl [--out FILE.safetensors] [--with-D]
+
+``generate.py`` and ``calc_metrics.py`` accept the ``.safetensors`` file in place of the pickle; ``train.py
+--export-safetensors=1`` writes one beside every snapshot.
+"""
+
+import importlib
+import json
+import os
+
+import click
+import torch
+
+import dnnlib
+
+FORMAT = "gan-plugins-safetensors/1"
+ALLOWED_PREFIXES = ("training.", "plugins.nets.")
+KNOWN_MODULES = ("training.networks", "plugins.nets.noisytwins_net", "plugins.nets.utlo_net",
+                 "plugins.nets.transitional_net")
+EXTENSION_HOLDERS = ("mapping.extensions", "extensions")
+
+
+class SafeExportError(ValueError):
+    """The network cannot be exported or the file cannot be loaded; the message says why."""
+
+
+def _class_path(module):
+    """'module.Class' of a network or extension, also for instances of classes unpickled from a snapshot."""
+    cls = type(module)
+    name = getattr(cls, "_orig_class_name", cls.__name__)
+    candidates = [cls.__module__] + [m for m in KNOWN_MODULES if m != cls.__module__]
+    for mod_name in candidates:
+        if not mod_name.startswith(ALLOWED_PREFIXES):
+            continue
+        try:
+            mod = importlib.import_module(mod_name)
+        except ImportError:
+            continue
+        if isinstance(getattr(mod, name, None), type):
+            return f"{mod_name}.{name}"
+    raise SafeExportError(f"cannot export a {name}: it is not one of this project's network classes "
+                          f"(modules {', '.join(KNOWN_MODULES)})")
+
+
+def _jsonable(value, what):
+    try:
+        return json.loads(json.dumps(value))
+    except TypeError as exc:
+        raise SafeExportError(f"the constructor arguments of {what} are not plain data: {exc}") from None
+
+
+def describe(net):
+    """{class_name, init_args, init_kwargs, extensions: {path: {...}}} of a persistent network."""
+    if not hasattr(net, "init_kwargs"):
+        raise SafeExportError(f"{type(net).__name__} records no constructor arguments (not a persistent class)")
+    desc = dict(class_name=_class_path(net), init_args=_jsonable(list(net.init_args), type(net).__name__),
+                init_kwargs=_jsonable(dict(net.init_kwargs), type(net).__name__), extensions={})
+    # Submodules a plugin removed after construction (e.g. transitional's D.b4.out): removed again on load.
+    fresh = _build(desc)
+    live = {name for name, _ in net.named_modules()}
+    desc["removed"] = sorted(name for name, _ in fresh.named_modules() if name and name not in live
+                             and name.rpartition(".")[0] in live)
+    for holder_path in EXTENSION_HOLDERS:
+        try:
+            holder = net.get_submodule(holder_path)
+        except AttributeError:
+            continue
+        for name, ext in holder.items():
+            desc["extensions"][f"{holder_path}.{name}"] = dict(
+                class_name=_class_path(ext), init_args=_jsonable(list(getattr(ext, "init_args", [])), name),
+                init_kwargs=_jsonable(dict(getattr(ext, "init_kwargs", {})), name))
+    return desc
+
+
+def export_networks(networks, path, training_set_kwargs=None):
+    """Write {name: network} (e.g. G_ema, D) as one safetensors file with its JSON header, atomically."""
+    from safetensors.torch import save
+
+    config = dict(format=FORMAT, networks={}, training_set_kwargs=_jsonable(dict(training_set_kwargs or {}), "dataset"))
+    tensors = {}
+    for key, net in networks.items():
+        config["networks"][key] = describe(net)
+        for name, tensor in net.state_dict().items():
+            tensors[f"{key}.{name}"] = tensor.detach().cpu().contiguous()
+    blob = save(tensors, metadata={"gan_plugins": json.dumps(config)})
+    dnnlib.util.atomic_write(path, lambda f: f.write(blob))
+    return path
+
+
+def _allowed_class(class_name):
+    module_name, _, name = class_name.rpartition(".")
+    if not module_name.startswith(ALLOWED_PREFIXES):
+        raise SafeExportError(f"refusing class {class_name!r}: only this project's training.* and plugins.nets.* "
+                              "network classes are built from a safetensors file")
+    cls = getattr(importlib.import_module(module_name), name, None)
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        raise SafeExportError(f"refusing {class_name!r}: not a torch.nn.Module class")
+    return cls
+
+
+def _build(desc):
+    cls = _allowed_class(desc["class_name"])
+    return cls(*desc.get("init_args", []), **desc.get("init_kwargs", {}))
+
+
+def load_networks(path, device="cpu"):
+    """{name: network (eval, no grad)} and the training-set kwargs from a safetensors export; no unpickling."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            header = (f.metadata() or {}).get("gan_plugins")
+        tensors = load_file(path)
+    except (SafetensorError, OSError) as exc:
+        raise SafeExportError(f"{path}: not a readable safetensors file ({exc})") from None
+    if header is None:
+        raise SafeExportError(f"{path}: a safetensors file without this project's network header; export it with "
+                              "python -m training.safe_export SNAP.pkl")
+    config = json.loads(header)
+    if config.get("format") != FORMAT:
+        raise SafeExportError(f"{path}: format {config.get('format')!r}, expected {FORMAT!r}")
+    networks = {}
+    for key, desc in config["networks"].items():
+        net = _build(desc)
+        for removed in desc.get("removed", []):
+            parent, _, name = removed.rpartition(".")
+            setattr(net.get_submodule(parent) if parent else net, name, None)
+        for ext_path, ext_desc in desc.get("extensions", {}).items():
+            holder_path, _, name = ext_path.rpartition(".")
+            net.get_submodule(holder_path)[name] = _build(ext_desc)
+        state = {k[len(key) + 1:]: v for k, v in tensors.items() if k.startswith(key + ".")}
+        result = net.load_state_dict(state, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise SafeExportError(f"{path}: {key} does not match its recorded configuration (missing "
+                                  f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]})")
+        networks[key] = net.eval().requires_grad_(False).to(device)
+    return networks, config.get("training_set_kwargs", {})
+
+
+@click.command()
+@click.argument("snapshot", metavar="SNAP.pkl")
+@click.option("--out", help="Output file [default: SNAP.safetensors]")
+@click.option("--with-D", "with_d", is_flag=True, help="Export D too (G_ema only by default)")
+def main(snapshot, out, with_d):
+    """Export a network pickle's G_ema (and D) as safetensors plus a JSON header. Unpickles SNAP.pkl once: only
+    export pickles you trust."""
+    import legacy
+
+    with dnnlib.util.open_url(snapshot) as f:
+        data = legacy.load_network_pkl(f)
+    networks = {"G_ema": data["G_ema"]}
+    if with_d and data.get("D") is not None:
+        networks["D"] = data["D"]
+    out = out or os.path.splitext(snapshot)[0] + ".safetensors"
+    try:
+        export_networks(networks, out, data.get("training_set_kwargs"))
+    except SafeExportError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Wrote {out} ({', '.join(networks)})")
+
+
+if __name__ == "__main__":
+    main()
