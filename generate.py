@@ -18,6 +18,9 @@ import legacy
 from torch_utils import misc
 
 
+MAX_SEED = 2 ** 32 - 1
+
+
 def parse_range(s):
     """'1,2,5-10' -> [1, 2, 5, 6, 7, 8, 9, 10]."""
     if isinstance(s, list):
@@ -27,11 +30,17 @@ def parse_range(s):
         part = part.strip()
         m = re.fullmatch(r"(\d+)-(\d+)", part)
         if m:
+            if int(m.group(2)) < int(m.group(1)):
+                raise click.BadParameter(f"{part!r} is an empty range (write the smaller seed first, e.g. "
+                                         f"{m.group(2)}-{m.group(1)})")
             values += list(range(int(m.group(1)), int(m.group(2)) + 1))
         elif part.isdigit():
             values.append(int(part))
         else:
             raise click.BadParameter(f"expected numbers or ranges like 0-7, got {part!r}")
+    too_big = [v for v in values if v > MAX_SEED]
+    if too_big:
+        raise click.BadParameter(f"seed {too_big[0]} is out of range: seeds are 0..{MAX_SEED} (numpy's RandomState)")
     return values
 
 

@@ -35,7 +35,33 @@ def next_run_dir(outdir, desc):
     return os.path.join(outdir, f"{cur_run_id:05d}-{desc}")
 
 
+def check_outdir(outdir):
+    """--outdir must be (or become) a writable directory; said before anything is created."""
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise UserError(f"--outdir={outdir} is a file, not a directory; pass a directory")
+    existing = outdir
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing) or "."
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--outdir={outdir}: cannot create a run directory in {existing} (no write permission)")
+
+
+def allocate_run_dir(outdir, desc):
+    """Create the next run directory; two runs started at the same instant get two ids (makedirs is atomic)."""
+    for _attempt in range(100):
+        run_dir = next_run_dir(outdir, desc)
+        try:
+            os.makedirs(run_dir)
+            return run_dir
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise UserError(f"--outdir={outdir}: cannot create {run_dir}: {exc.strerror or exc}") from None
+    raise UserError(f"--outdir={outdir}: could not allocate a run directory (100 ids taken while trying)")
+
+
 def launch_training(c, desc, outdir, dry_run):
+    check_outdir(outdir)
     console = dnnlib.util.Logger(should_flush=True)
     run_dir = next_run_dir(outdir, desc)
     c.run_dir = run_dir
@@ -60,7 +86,7 @@ def launch_training(c, desc, outdir, dry_run):
 
     print("Creating output directory...")
     created_outdir = not os.path.isdir(outdir)
-    os.makedirs(run_dir)
+    c.run_dir = run_dir = allocate_run_dir(outdir, desc)
     training_loop.write_training_options(run_dir, c)
     logger = dnnlib.util.Logger(file_name=os.path.join(run_dir, "log.txt"), file_mode="a", should_flush=True)
     try:
@@ -111,7 +137,7 @@ CORE_OPTIONS = [
     click.Option(["--snap"], help="Snapshot interval [default: 50 ticks]", type=int, metavar="INT"),
     click.Option(["--export-safetensors"], help="Also write G_ema of each snapshot as .safetensors (weights without code) [default: false]", type=bool, metavar="BOOL"),
     click.Option(["--metrics"], help='Comma-separated list or "none" [default: fid50k_full]', type=str),
-    click.Option(["--seed"], help="Random seed [default: 0]", type=int, metavar="INT"),
+    click.Option(["--seed"], help="Random seed [default: 0]", type=click.IntRange(0, 2 ** 32 - 1), metavar="INT"),
     click.Option(["-n", "--dry-run"], help="Print training options and exit", is_flag=True),
     click.Option(["--device"], help="cpu, cuda, cuda:N, mps or auto [default: auto]", type=str, metavar="DEV"),
     # Dataset.

@@ -25,8 +25,15 @@ CASES = [
      "Invalid value for --nt-lambda: nan is not a finite number"),
     ("train.py", "--data={data} --outdir={out} --plugins=vision_aided --va-backbones=clip",
      "no weights for backbone 'clip' (ViT-B-32.pt, OpenAI CLIP release"),
+    ("train.py", "--data={data} --outdir={file}", "is a file, not a directory; pass a directory"),
+    ("train.py", "--data={data} --outdir={out} --batch-gpu=0", "--batch-gpu=0 must be at least 1"),
+    ("train.py", "--data={data} --outdir={out} --seed=-1", "-1 is not in the range 0<=x<=4294967295"),
+    ("train.py", "--data={data} --outdir={out} --device=cuda:99", "--device=cuda:99: "),  # No GPU, or not 100.
     ("generate.py", "--network={snap} --outdir={out} --trunc=nan --class=0",
      "Invalid value for --trunc: nan is not a finite number"),
+    ("generate.py", "--network={snap} --outdir={out} --seeds=4294967296 --class=0",
+     "seed 4294967296 is out of range: seeds are 0..4294967295"),
+    ("generate.py", "--network={snap} --outdir={out} --seeds=5-1 --class=0", "'5-1' is an empty range"),
 ]
 
 
@@ -54,7 +61,8 @@ def snapshot(tmp_path_factory, tiny_digits):
 @pytest.mark.parametrize("script,args,expected", CASES, ids=[f"{c[0]} {c[1].split()[-1]}" for c in CASES])
 def test_bad_input_gets_its_message_and_leaves_nothing(script, args, expected, tmp_path, tiny_digits, snapshot):
     out = tmp_path / "out"
-    argv = args.format(data=tiny_digits, out=out, snap=snapshot).split()
+    (tmp_path / "a-file").write_text("")
+    argv = args.format(data=tiny_digits, out=out, snap=snapshot, file=tmp_path / "a-file").split()
     result = subprocess.run([sys.executable, os.path.join(REPO, script), *argv], capture_output=True, text=True,
                             cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"))
     message = result.stdout + result.stderr

@@ -171,6 +171,8 @@ def apply_overrides(c, opts, gpus):
         c.batch_gpu = batch // gpus
     batch_gpu = opts.get("batch_gpu")
     if batch_gpu is not None:
+        if batch_gpu < 1:
+            raise UserError(f"--batch-gpu={batch_gpu} must be at least 1")
         c.batch_gpu = batch_gpu
     if c.batch_size % (c.batch_gpu * gpus) != 0:
         raise UserError(f"--batch={c.batch_size} must be divisible by --gpus x --batch-gpu = {gpus} x {c.batch_gpu}")
@@ -249,6 +251,22 @@ def apply_resume(c, opts):
     return desc
 
 
+def check_device(device):
+    """--device names a device this machine has (said before the run directory exists)."""
+    import torch
+
+    kind = str(device).split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device={device}: no CUDA device is available (torch {torch.__version__}); use --device=cpu "
+                        "or auto")
+    if kind == "cuda" and ":" in str(device) and int(str(device).split(":")[1]) >= torch.cuda.device_count():
+        raise UserError(f"--device={device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if kind == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise UserError(f"--device={device}: MPS is not available here; use --device=cpu or auto")
+    if kind not in ("auto", "cpu", "cuda", "mps"):
+        raise UserError(f"--device={device}: use cpu, cuda, cuda:N, mps or auto")
+
+
 def apply_performance(c, opts):
     if _default(opts, "fp32", False):
         c.G_kwargs.synthesis_kwargs.num_fp16_res = c.D_kwargs.num_fp16_res = 0
@@ -303,6 +321,7 @@ def build_config(opts, host):
         raise UserError("--snap must be at least 1")
     c.random_seed = _default(opts, "seed", 0)
     c.device = _default(opts, "device", "auto")
+    check_device(c.device)
     c.metrics = validate_metrics(opts, host)
     c.data_loader_kwargs = dnnlib.EasyDict(pin_memory=True, num_workers=default_num_workers(), prefetch_factor=2)
 
