@@ -135,6 +135,7 @@ CORE_OPTIONS = [
     click.Option(["--outdir"], help="Where to save the results", required=True, metavar="DIR"),
     click.Option(["--gpus"], help="Number of GPUs to use [default: 1]", type=int, metavar="INT"),
     click.Option(["--snap"], help="Snapshot interval [default: 50 ticks]", type=int, metavar="INT"),
+    click.Option(["--state-ticks"], help="Also write a resumable checkpoint every N ticks between snapshots; only the newest is kept [default: off]", type=click.IntRange(min=1), metavar="INT"),
     click.Option(["--export-safetensors"], help="Also write G_ema of each snapshot as .safetensors (weights without code) [default: false]", type=bool, metavar="BOOL"),
     click.Option(["--metrics"], help='Comma-separated list or "none" [default: fid50k_full]', type=str),
     click.Option(["--seed"], help="Random seed [default: 0]", type=click.IntRange(0, 2 ** 32 - 1), metavar="INT"),

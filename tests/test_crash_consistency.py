@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from plugins import hookimpl
 from plugins.testing import run_tiny_training
 from training import checkpoint
 
@@ -16,6 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = """
 import sys
 sys.path.insert(0, {repo!r})
+from plugins import hookimpl
 from plugins.testing import run_tiny_training
 from training import checkpoint
 run_dir, data, resume = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -83,3 +85,34 @@ def test_a_mismatched_pair_is_refused(tmp_path, tiny_digits, reference):
     with pytest.raises(ValueError, match="belongs to another snapshot"):
         run_tiny_training(str(tmp_path / "r"), tiny_digits, iterations=1, resume_pkl=newer,
                           resume_state=checkpoint.state_path_for(older))
+
+
+class ListFiles:
+    """Records the run directory's checkpoints at every tick."""
+
+    plugin_name = "listfiles"
+
+    def __init__(self):
+        self.seen = []
+        self.run_dir = None
+
+    @hookimpl
+    def gan_train_start(self, run_dir):
+        self.run_dir = run_dir
+
+    @hookimpl
+    def gan_tick(self):
+        self.seen.append(sorted(n for n in os.listdir(self.run_dir) if n.endswith(".pkl")))
+
+
+def test_state_ticks_keep_only_the_newest_checkpoint_between_snapshots(tmp_path, tiny_digits):
+    lister = ListFiles()
+    trainer = run_tiny_training(str(tmp_path / "run"), tiny_digits, plugins=[lister], iterations=None,
+                                total_kimg=0.064, kimg_per_tick=0.016, network_snapshot_ticks=1000, state_ticks=1)
+    # Tick 0 is a snapshot tick (as upstream); ticks 1-3 write state checkpoints, each replacing the last one.
+    assert lister.seen[0] == ["network-snapshot-000000.pkl"]
+    assert lister.seen[1] == ["network-snapshot-000000-000000024.pkl", "network-snapshot-000000.pkl"]
+    assert lister.seen[2] == ["network-snapshot-000000-000000040.pkl", "network-snapshot-000000.pkl"]
+    assert lister.seen[-1] == ["network-snapshot-000000-000000064.pkl", "network-snapshot-000000.pkl"]
+    snap, state = checkpoint.resolve_resume(trainer.run_dir, log=lambda *a: None)
+    assert checkpoint.snapshot_nimg(snap) == 64 and state is not None

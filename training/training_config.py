@@ -338,6 +338,7 @@ def build_config(opts, host):
     c.fake_labels = opts.get("fake_labels")  # None until gan_configure: a plugin may choose its method's default.
     c.run_report = True
     c.export_safetensors = bool(_default(opts, "export_safetensors", False))
+    c.state_ticks = opts.get("state_ticks")
     c.loggers = dnnlib.EasyDict(tensorboard=_default(opts, "tensorboard", "auto"), wandb=bool(opts.get("wandb")),
                                 wandb_project=opts.get("wandb_project"), wandb_name=opts.get("wandb_name"),
                                 wandb_mode=opts.get("wandb_mode"))

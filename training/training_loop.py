@@ -71,6 +71,7 @@ class Trainer:
         max_iterations=None,        # Stop after this many iterations of this process (tests, benchmarks).
         run_report=False,           # Refresh RUN_DIR/report.html at each network snapshot (needs matplotlib)?
         export_safetensors=False,   # Also write G_ema of each snapshot as .safetensors (weights without code)?
+        state_ticks=None,           # Resumable checkpoint every N ticks between snapshots (newest kept), None = off.
     ):
         self.c = dnnlib.EasyDict(locals())
         del self.c["self"]
@@ -199,6 +200,7 @@ class Trainer:
         self.tick_start_time = time.time()
         self.maintenance_time = 0.0
         self.stats_collector = training_stats.Collector(regex=".*")
+        self.state_checkpoints = []  # Paths of --state-ticks checkpoints written by this run, oldest first.
         self.stats_metrics = dict()
         self.last_grid = None  # Path of the newest sample grid, for the end-of-run summary.
         self.last_metrics = dict()  # {metric: results} of the newest snapshot.
@@ -513,6 +515,16 @@ class Trainer:
                                            "or fix the permissions, then resume with --resume=" + self.run_dir) from None
         return path
 
+    def prune_state_checkpoints(self):
+        """Delete the --state-ticks checkpoints older than the one just completed (they only bridge a crash)."""
+        if self.rank != 0:
+            return
+        for old in self.state_checkpoints:
+            for path in (old, checkpoint.state_path_for(old), os.path.splitext(old)[0] + ".safetensors"):
+                if os.path.exists(path):
+                    os.remove(path)
+        self.state_checkpoints = []
+
     def run_metrics(self, snapshot_pkl):
         if len(self.c.metrics) == 0:
             return
@@ -551,7 +563,12 @@ class Trainer:
                 self.save_images(f"fakes{self.cur_nimg // 1000:06d}.png")
             if self.c.network_snapshot_ticks is not None and snap:
                 snapshot_pkl = self.save_network()
+                self.prune_state_checkpoints()
                 self.run_metrics(snapshot_pkl)
+            elif self.c.state_ticks and self.cur_tick % self.c.state_ticks == 0:
+                path = self.save_network()  # A checkpoint to resume from if the job dies; no metrics.
+                self.prune_state_checkpoints()
+                self.state_checkpoints.append(path)
         self.write_stats(timestamp=time.time())
         if snap and self.c.run_report and self.rank == 0:
             self.refresh_report()
