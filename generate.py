@@ -17,7 +17,6 @@ import dnnlib
 import legacy
 from torch_utils import misc
 
-
 MAX_SEED = 2 ** 32 - 1
 
 
