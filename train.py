@@ -18,6 +18,7 @@ import click
 import dnnlib
 from plugins import PluginError
 from plugins.host import PluginHost, available_plugins, find_plugin, make_plugin_kwargs, parse_plugin_list
+from torch_utils import distributed
 from training import checkpoint, training_loop
 from training.training_config import CFG_SPECS, UserError, build_config
 from training.training_loop import SetupError
@@ -60,6 +61,23 @@ def allocate_run_dir(outdir, desc):
     raise UserError(f"--outdir={outdir}: could not allocate a run directory (100 ids taken while trying)")
 
 
+def training_worker(rank, c, log_file="log.txt"):
+    """One training process (rank 0 writes the run directory's files and log)."""
+    logger = None
+    if rank == 0 and log_file is not None:  # A spawned worker: log.txt again, from this process.
+        logger = dnnlib.util.Logger(file_name=os.path.join(c.run_dir, log_file), file_mode="a", should_flush=True)
+    try:
+        result = training_loop.training_loop(rank=rank, **c)
+        distributed.shutdown()
+        return result
+    except BaseException:
+        distributed.shutdown(wait=False)  # Other ranks may be gone: no barrier.
+        raise
+    finally:
+        if logger is not None:
+            logger.close()
+
+
 def launch_training(c, desc, outdir, dry_run):
     check_outdir(outdir)
     console = dnnlib.util.Logger(should_flush=True)
@@ -90,7 +108,12 @@ def launch_training(c, desc, outdir, dry_run):
     training_loop.write_training_options(run_dir, c)
     logger = dnnlib.util.Logger(file_name=os.path.join(run_dir, "log.txt"), file_mode="a", should_flush=True)
     try:
-        return training_loop.training_loop(rank=0, **c)
+        if c.num_gpus > 1 and distributed.env_world_size() == 1:  # --gpus=N: spawn N workers, as torchrun would.
+            logger.close()
+            print(f"Launching {c.num_gpus} processes...")
+            distributed.spawn(c.num_gpus, training_worker, args=(c,))
+            return None
+        return training_worker(distributed.env_rank(), c, log_file=None)
     except BaseException:
         logger.close()
         console.close()  # The error message goes to stderr again.
@@ -248,6 +271,8 @@ def build_command(enabled, others):
 
 
 def run(opts, enabled, values_by_plugin):
+    if distributed.env_world_size() > 1:
+        return run_under_torchrun(opts, enabled, values_by_plugin)
     try:
         if opts.config is not None:
             c, desc = replay_config(opts)
@@ -260,6 +285,41 @@ def run(opts, enabled, values_by_plugin):
         launch_training(c=c, desc=desc, outdir=os.path.expanduser(opts.outdir), dry_run=opts.dry_run)
     except (UserError, PluginError, SetupError, training_loop.NonFiniteLossError,
             training_loop.CheckpointWriteError) as exc:  # Bad input, a refusal, NaN, a failed write.
+        raise click.ClickException(str(exc)) from None
+
+
+def run_under_torchrun(opts, enabled, values_by_plugin):
+    """Every torchrun process runs train.py: rank 0 builds the config and the run directory, the others receive
+    them; then each trains its share."""
+    import torch
+
+    wants_cuda = (opts.device or "auto") != "cpu" and torch.cuda.is_available()
+    rank, _world = distributed.init("cuda" if wants_cuda else "cpu")
+    message = None
+    c = None
+    if rank == 0:
+        try:
+            if opts.config is not None:
+                c, desc = replay_config(opts)
+            else:
+                if opts.data is None:
+                    raise UserError("Missing option '--data'")
+                opts.plugin_kwargs = make_plugin_kwargs(enabled.values(), values_by_plugin)
+                c, desc = build_config(opts, PluginHost.from_config(opts.plugin_kwargs))
+            outdir = os.path.expanduser(opts.outdir)
+            check_outdir(outdir)
+            c.run_dir = allocate_run_dir(outdir, desc)
+            training_loop.write_training_options(c.run_dir, c)
+            print(f"Output directory:   {c.run_dir} ({c.num_gpus} processes, torchrun)")
+        except (UserError, PluginError, SetupError) as exc:
+            message = str(exc)
+    c, message = distributed.broadcast_object((c, message))
+    if message is not None:
+        distributed.shutdown()
+        raise click.ClickException(message) if rank == 0 else SystemExit(1)
+    try:
+        training_worker(rank, dnnlib.EasyDict(c), log_file="log.txt")
+    except (SetupError, training_loop.NonFiniteLossError, training_loop.CheckpointWriteError) as exc:
         raise click.ClickException(str(exc)) from None
 
 

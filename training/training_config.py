@@ -136,7 +136,7 @@ def apply_cfg(c, opts, training_set, gpus):
     c.loss_kwargs = dnnlib.EasyDict(class_name="training.loss.StyleGAN2Loss", r1_gamma=spec.gamma)
     c.total_kimg = spec.kimg
     c.batch_size = spec.mb
-    c.batch_gpu = spec.mb // spec.ref_gpus
+    c.batch_gpu = spec.mb // max(spec.ref_gpus, gpus)  # More GPUs than the preset's reference share its batch.
     c.ema_kimg = spec.ema
     c.ema_rampup = spec.ramp
     c.kimg_per_tick = spec.get("tick", 4)
@@ -310,11 +310,14 @@ def build_config(opts, host):
     checks (gan_dataset_ready) and the resume pickle's are the training loop's, which runs them once.
     """
     c = dnnlib.EasyDict()
-    gpus = _default(opts, "gpus", 1)
+    from torch_utils import distributed
+
+    world = distributed.env_world_size()  # > 1 under torchrun.
+    gpus = _default(opts, "gpus", world)
     if gpus < 1:
         raise UserError("--gpus must be at least 1")
-    if gpus > 1:
-        raise UserError("--gpus > 1 (multi-process training) is not supported yet; use --gpus=1")
+    if world > 1 and gpus != world:
+        raise UserError(f"--gpus={gpus}, but torchrun started {world} processes; drop --gpus under torchrun")
     c.num_gpus = gpus
     c.network_snapshot_ticks = c.image_snapshot_ticks = _default(opts, "snap", 50)
     if c.network_snapshot_ticks < 1:

@@ -16,7 +16,7 @@ import psutil
 import torch
 
 import dnnlib
-from torch_utils import misc, training_stats
+from torch_utils import distributed, misc, training_stats
 from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
 from training import checkpoint, image_grid
 from training.run_logging import RunLoggers
@@ -91,6 +91,7 @@ class Trainer:
         self.setup_counters()
         if resume_pkl is not None:
             self.resume(resume_pkl, resume_state)
+        self.sync_weights()
         self.setup_data_iterator()
         self.jobs = IterationJobs(self)
         self.register_metrics()
@@ -108,16 +109,26 @@ class Trainer:
         else:
             device = c.device
         self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", distributed.local_rank() if self.num_gpus > 1 else 0)
+        if self.num_gpus > 1:  # One process per device: NCCL on CUDA, gloo on the CPU.
+            rank, world = distributed.init(self.device.type)
+            if (rank, world) != (self.rank, self.num_gpus):
+                raise ValueError(f"process group says rank {rank} of {world}, the config rank {self.rank} of "
+                                 f"{self.num_gpus}")
+            training_stats.init_multiprocessing(rank=self.rank, sync_device=self.device)
         if self.device.type == "cuda":
-            if self.device.index is None:
-                self.device = torch.device("cuda", self.rank)
             torch.cuda.set_device(self.device)
             torch.backends.cudnn.benchmark = c.cudnn_benchmark
             torch.backends.cuda.matmul.allow_tf32 = c.allow_tf32
             torch.backends.cudnn.allow_tf32 = c.allow_tf32
             conv2d_gradfix.enabled = True  # Improves training speed on GPUs.
             grid_sample_gradfix.enabled = True  # Avoids errors with the augmentation pipe.
-        self.np_rng = np.random.RandomState(c.random_seed * self.num_gpus + self.rank)
+        # Latents and fake labels are drawn for the whole batch from generators seeded alike on every rank; each
+        # process takes every num_gpus-th one (as the sampler shares out the reals), so N processes see the
+        # batch one process would. Other randomness (augmentation, noise inputs) is per rank.
+        self.np_rng = np.random.RandomState(c.random_seed)
+        self.z_gen = torch.Generator().manual_seed(c.random_seed)
         torch.manual_seed(c.random_seed * self.num_gpus + self.rank)
         self.log(f"Training on {self.device} ({self.num_gpus} process{'es' if self.num_gpus > 1 else ''})")
 
@@ -205,6 +216,14 @@ class Trainer:
         self.last_grid = None  # Path of the newest sample grid, for the end-of-run summary.
         self.last_metrics = dict()  # {metric: results} of the newest snapshot.
         self.report_hint_shown = False
+
+    def sync_weights(self):
+        """Every rank starts from rank 0's networks and plugin heads (each rank initialised with its own seed)."""
+        if self.num_gpus == 1:
+            return
+        tensors = [t for net in (self.G, self.D, self.G_ema) for t in list(net.parameters()) + list(net.buffers())]
+        tensors += [p for opt in self.extra_optimizers.values() for g in opt.param_groups for p in g["params"]]
+        distributed.broadcast_tensors(tensors)
 
     def setup_data_iterator(self):
         sampler = misc.InfiniteSampler(dataset=self.training_set, rank=self.rank, num_replicas=self.num_gpus,
@@ -306,10 +325,20 @@ class Trainer:
             pl_mean=self.loss.pl_mean.detach().cpu(),
             ada=self.ada.state_dict() if self.ada is not None else None,
             augment_p=float(self.augment_pipe.p) if self.augment_pipe is not None else None,
-            rng=checkpoint.capture_rng_states(self.np_rng),
+            rng=self.rng_states(),
             plugins=self.host.state_dict(),
             plugin_names=list(self.host.plugins),
         )
+
+    def rng_states(self):
+        """The generators' states; with several processes every rank's torch state too (a collective call)."""
+        states = checkpoint.capture_rng_states(self.np_rng)
+        states["latent"] = self.z_gen.get_state()
+        if self.num_gpus > 1:
+            gathered = [None] * self.num_gpus
+            torch.distributed.all_gather_object(gathered, torch.get_rng_state())
+            states["per_rank"] = gathered
+        return states
 
     def load_state_dict(self, state):
         self.cur_nimg = int(state["cur_nimg"])
@@ -331,7 +360,12 @@ class Trainer:
             self.ada.load_state_dict(state["ada"])
         if self.augment_pipe is not None and state.get("augment_p") is not None:
             self.augment_pipe.p.copy_(torch.as_tensor(state["augment_p"]))
-        checkpoint.restore_rng_states(state["rng"], self.np_rng)
+        rng = state["rng"]
+        if "per_rank" in rng and len(rng["per_rank"]) == self.num_gpus:
+            torch.set_rng_state(rng["per_rank"][self.rank])
+        checkpoint.restore_rng_states(rng, self.np_rng)
+        if "latent" in rng:
+            self.z_gen.set_state(rng["latent"])
         self.host.load_state_dict(state.get("plugins", {}))
 
     # ------------------------------------------------------------------ one iteration
@@ -368,13 +402,14 @@ class Trainer:
             real_c = real_c.to(self.device)
             real_c = self.host.real_labels(images=real_img, labels=real_c, cur_nimg=self.cur_nimg, c_dim=self.c_dim)
             n = len(self.phases) * self.batch_size
-            all_gen_z = torch.randn([n, self.G.z_dim], device=self.device)
+            all_gen_z = torch.randn([n, self.G.z_dim], generator=self.z_gen).to(self.device)
             all_gen_c = self.sample_fake_labels(n, real_c).to(self.device)
-        return dnnlib.EasyDict(
-            real_img=real_img.split(self.batch_gpu), real_c=real_c.split(self.batch_gpu),
-            gen_z=[z.split(self.batch_gpu) for z in all_gen_z.split(self.batch_size)],
-            gen_c=[c.split(self.batch_gpu) for c in all_gen_c.split(self.batch_size)],
-        )
+
+        def share(t):  # Per phase: this process's every num_gpus-th sample, in micro-batches.
+            return [chunk[self.rank::self.num_gpus].split(self.batch_gpu) for chunk in t.split(self.batch_size)]
+
+        return dnnlib.EasyDict(real_img=real_img.split(self.batch_gpu), real_c=real_c.split(self.batch_gpu),
+                               gen_z=share(all_gen_z), gen_c=share(all_gen_c))
 
     def run_phases(self, data):
         ada_signal = self.ada.accumulate if self.ada is not None else None
@@ -413,7 +448,19 @@ class Trainer:
                 p.grad.copy_(g.reshape(p.shape))
         opt.step()
 
+    def sync_buffers(self):
+        """Average G's running statistics (w_avg) over ranks: each rank tracked its share of the batch, and the
+        tracking is linear in the batch means, so the average is what one process would have."""
+        buffers = [b for b in self.G.buffers() if b.is_floating_point()]
+        if self.num_gpus > 1 and buffers:
+            flat = torch.cat([b.flatten() for b in buffers])
+            torch.distributed.all_reduce(flat)
+            flat /= self.num_gpus
+            for b, value in zip(buffers, flat.split([b.numel() for b in buffers])):
+                b.copy_(value.reshape(b.shape))
+
     def update_ema(self):
+        self.sync_buffers()
         with torch.autograd.profiler.record_function("Gema"):
             ema_nimg = self.c.ema_kimg * 1000
             if self.c.ema_rampup is not None:
@@ -494,8 +541,8 @@ class Trainer:
             if bad:
                 raise NonFiniteLossError(f"{name} holds non-finite values at kimg {self.cur_nimg / 1000:g} "
                                          f"({', '.join(bad[:4])}); no snapshot was written over the last good one")
+        state = self.state_dict()  # On every rank: it gathers the ranks' RNG states.
         if self.rank == 0:
-            state = self.state_dict()
             try:
                 checkpoint.save_snapshot(path, self.c.training_set_kwargs, modules,
                                          before_rename=lambda: crash_point("snapshot-temp", self.cur_nimg))
@@ -645,8 +692,9 @@ class Trainer:
 
 def lazy_reg_opt_kwargs(opt_kwargs, reg_interval):
     """Optimiser kwargs for a network whose regulariser runs every reg_interval steps (NVIDIA's lr/betas scaling)."""
-    if reg_interval is None:
-        return opt_kwargs
+    if reg_interval is None:  # Betas as floats: torch's Adam refuses a mix of int and float ([0, 0.99]).
+        return dnnlib.EasyDict(opt_kwargs, betas=[float(b) for b in opt_kwargs.get("betas", [0.9, 0.999])]) \
+            if "betas" in opt_kwargs else opt_kwargs
     mb_ratio = reg_interval / (reg_interval + 1)
     opt_kwargs = dnnlib.EasyDict(opt_kwargs)
     opt_kwargs.lr = opt_kwargs.lr * mb_ratio
