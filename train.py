@@ -158,6 +158,7 @@ CORE_OPTIONS = [
     click.Option(["--outdir"], help="Where to save the results", required=True, metavar="DIR"),
     click.Option(["--gpus"], help="Number of GPUs to use [default: 1]", type=int, metavar="INT"),
     click.Option(["--snap"], help="Snapshot interval [default: 50 ticks]", type=int, metavar="INT"),
+    click.Option(["--resume-partial"], help="With --resume: copy only the tensors that fit this configuration (transfer to another resolution) [default: false]", type=bool, metavar="BOOL"),
     click.Option(["--state-ticks"], help="Also write a resumable checkpoint every N ticks between snapshots; only the newest is kept [default: off]", type=click.IntRange(min=1), metavar="INT"),
     click.Option(["--export-safetensors"], help="Also write G_ema of each snapshot as .safetensors (weights without code) [default: false]", type=bool, metavar="BOOL"),
     click.Option(["--metrics"], help='Comma-separated list or "none" [default: fid50k_full]', type=str),

@@ -101,3 +101,18 @@ if __name__ == "__main__":
     with open(DOC, "w", encoding="utf-8") as f:
         f.write(doc_table())
     print(f"wrote {DOC}")
+
+
+def test_a_pickle_of_another_resolution_needs_resume_partial(tmp_path, tiny_digits):
+    from plugins.testing import make_digits_dataset
+
+    digits32 = make_digits_dataset(str(tmp_path / "digits32.zip"), resolution=32)
+    big = run_tiny_training(str(tmp_path / "big"), digits32, iterations=1, resolution=32, network_snapshot_ticks=1)
+    snap = checkpoint.latest_snapshot(big.run_dir)
+    with pytest.raises(ValueError, match=r"G of the pickle does not fit .*not used here: synthesis\.b32\..*"
+                                         r"--resume-partial=1"):
+        run_tiny_training(str(tmp_path / "small"), tiny_digits, iterations=1, resume_pkl=snap)
+    small = run_tiny_training(str(tmp_path / "partial"), tiny_digits, iterations=1, resume_pkl=snap,
+                              resume_partial=True)
+    # The tensors that fit were copied (noise_const is a buffer: never trained, random in a fresh network).
+    assert torch.equal(small.G.synthesis.b8.conv0.noise_const, big.G.synthesis.b8.conv0.noise_const)

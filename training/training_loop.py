@@ -70,6 +70,7 @@ class Trainer:
         progress_fn=None,           # Callback function for updating training progress.
         max_iterations=None,        # Stop after this many iterations of this process (tests, benchmarks).
         run_report=False,           # Refresh RUN_DIR/report.html at each network snapshot (needs matplotlib)?
+        resume_partial=False,       # Resume a pickle of another configuration, copying only the tensors that fit?
         export_safetensors=False,   # Also write G_ema of each snapshot as .safetensors (weights without code)?
         state_ticks=None,           # Resumable checkpoint every N ticks between snapshots (newest kept), None = off.
     ):
@@ -295,6 +296,14 @@ class Trainer:
         for name, module in [("G", self.G), ("D", self.D), ("G_ema", self.G_ema)]:
             if resume_data.get(name) is None:
                 raise ValueError(f"--resume={resume_pkl}: the pickle has no {name!r} network")
+            missing, unused = transfer_gaps(resume_data[name], module)
+            if (missing or unused) and not self.c.resume_partial:
+                def listed(names):
+                    return ", ".join(names[:6]) + (f" (+{len(names) - 6} more)" if len(names) > 6 else "") or "none"
+                raise ValueError(f"--resume={resume_pkl}: {name} of the pickle does not fit this configuration "
+                                 f"(another resolution or architecture?): missing in the pickle: {listed(missing)}; "
+                                 f"not used here: {listed(unused)}. Pass --resume-partial=1 to copy only the tensors "
+                                 "that fit (transfer learning), or use the pickle's --cfg and data.")
             try:
                 misc.copy_params_and_buffers(resume_data[name], module, require_all=False)
             except ValueError as exc:
@@ -688,6 +697,40 @@ class Trainer:
     def log(self, message):
         if self.rank == 0:
             print(message, flush=True)
+
+
+def transfer_gaps(src, dst):
+    """(tensors of dst's own network that src lacks, tensors of src that dst has no place for). Plugin extensions,
+    modules a plugin removed (e.g. a head replaced by its own) and a label mapping that src lacks (an
+    unconditional pickle for a plugin that adds conditioning) do not count: plugins may resume plain pickles."""
+    src_names = {name for name, _ in misc.named_params_and_buffers(src)}
+    dst_names = {name for name, _ in misc.named_params_and_buffers(dst)}
+
+    def core(name):
+        return "extensions." not in name
+
+    def removed(name):
+        parent = name.rpartition(".")[0]
+        while parent:
+            head, _, attr = parent.rpartition(".")
+            holder = dst.get_submodule(head) if head else dst
+            if getattr(holder, attr, "absent") is None:
+                return True
+            if not hasattr(holder, attr):
+                return False
+            parent = head
+        return False
+
+    missing = sorted(n for n in dst_names - src_names if core(n) and not n.startswith("mapping."))
+    unused = sorted(n for n in src_names - dst_names if core(n) and not _safe(removed, n, dst))
+    return missing, unused
+
+
+def _safe(fn, name, dst):
+    try:
+        return fn(name)
+    except AttributeError:
+        return False
 
 
 def lazy_reg_opt_kwargs(opt_kwargs, reg_interval):
