@@ -206,7 +206,7 @@ def _convert_image(image, name, first, transform, channels):
 
 
 def convert_dataset(source, dest, max_images=None, resolution=None, transform=None, resize_filter='lanczos',
-                    channels=None, overwrite=False, log=print, show_progress=True):
+                    channels=None, overwrite=False, log=print, show_progress=True, remap_labels=False):
     """Convert `source` (see dataset_sources.open_source) into a dataset at `dest`. Returns a summary dict."""
     start = time.time()
     dest = os.path.expanduser(str(dest))
@@ -240,9 +240,17 @@ def convert_dataset(source, dest, max_images=None, resolution=None, transform=No
                 labels.append([archive_name, label])
         if not first:
             raise DatasetError(f'{src.description} yielded no images')
+        class_names = src.class_names
+        if remap_labels and labels and isinstance(labels[0][1], int):
+            old_ids = sorted({label for _, label in labels})
+            new_id = {old: new for new, old in enumerate(old_ids)}
+            labels = [[name, new_id[label]] for name, label in labels]
+            if class_names is not None and len(class_names) > old_ids[-1]:
+                class_names = [class_names[old] for old in old_ids]
+            log('Class ids renumbered: ' + ', '.join(f'{old}->{new}' for old, new in new_id.items() if old != new))
         meta = {'labels': labels}
-        if src.class_names is not None and labels is not None:
-            meta['class_names'] = src.class_names
+        if class_names is not None and labels is not None:
+            meta['class_names'] = class_names
         out.add('dataset.json', json.dumps(meta).encode('utf-8'))
         out.commit()
     finally:
@@ -285,7 +293,9 @@ def _parse_resolution(_ctx, _param, value):
               help='Resampling filter')
 @click.option('--channels', type=click.Choice(['1', '3']), help='1 = greyscale, 3 = RGB  [default: keep the source\'s]')
 @click.option('--overwrite', is_flag=True, help='Replace an existing --dest')
-def main(source, dest, max_images, resolution, width, height, transform, resize_filter, channels, overwrite):
+@click.option('--remap-labels', is_flag=True, help='Renumber class ids to 0..C-1 in sorted order (and class_names)')
+def main(source, dest, max_images, resolution, width, height, transform, resize_filter, channels, overwrite,
+         remap_labels):
     if width is not None or height is not None:
         given = (width or height, height or width)
         if resolution is not None and resolution != given:
@@ -303,7 +313,7 @@ def main(source, dest, max_images, resolution, width, height, transform, resize_
     try:
         convert_dataset(source, dest, max_images=max_images, resolution=resolution, transform=transform,
                         resize_filter=resize_filter, channels=None if channels is None else int(channels),
-                        overwrite=overwrite)
+                        overwrite=overwrite, remap_labels=remap_labels)
     except (DatasetError, OSError) as err:
         raise click.ClickException(str(err)) from err
 

@@ -116,3 +116,29 @@ def test_a_pickle_of_another_resolution_needs_resume_partial(tmp_path, tiny_digi
                               resume_partial=True)
     # The tensors that fit were copied (noise_const is a buffer: never trained, random in a fresh network).
     assert torch.equal(small.G.synthesis.b8.conv0.noise_const, big.G.synthesis.b8.conv0.noise_const)
+
+
+def test_stray_class_ids_are_refused_with_the_remap_command(tmp_path, tiny_digits):
+    import json
+    import zipfile
+
+    from training.dataset import DatasetError, ImageFolderDataset
+
+    bad = str(tmp_path / "bad.zip")
+    with zipfile.ZipFile(tiny_digits) as src, zipfile.ZipFile(bad, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name == "dataset.json":
+                meta = json.loads(data)
+                meta["labels"] = [[n, 15 if c == 9 else c] for n, c in meta["labels"]]  # Classes {0..8, 15}.
+                meta.pop("class_names", None)
+                data = json.dumps(meta).encode()
+            dst.writestr(name, data)
+    with pytest.raises(DatasetError, match=r"must be 0\.\.C-1 for its C=10 classes; found ids 15 and none for 9\. "
+                                           r"Renumber them: python dataset_tool.py --source=.*--remap-labels"):
+        ImageFolderDataset(bad, use_labels=True).label_dim
+    fixed = str(tmp_path / "fixed.zip")
+    result = subprocess.run([sys.executable, "dataset_tool.py", f"--source={bad}", f"--dest={fixed}", "--remap-labels"],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0 and "15->9" in result.stdout, result.stderr[-2000:]
+    assert ImageFolderDataset(fixed, use_labels=True).label_dim == 10

@@ -148,6 +148,28 @@ def parse_labels(labels, source):
                        f'found {bad!r}; fix the file or rebuild it with dataset_tool.py')
 
 
+def check_class_ids(labels, source, path, num_classes=None):
+    """Class ids of a dataset must be 0..C-1: a stray id (1000 among 10 classes) would silently widen every
+    network's label to max id + 1 classes. With class_names (C known) ids may skip classes; without, C is the
+    number of distinct ids and every id must be below it."""
+    if labels.dtype != np.int64 or labels.size == 0:
+        return
+    ids = np.unique(labels)
+    if num_classes is not None:
+        if ids[-1] < num_classes:
+            return
+        raise DatasetError(f'class ids in {source} must be below its {num_classes} class_names; found '
+                           f'{", ".join(str(int(i)) for i in ids if i >= num_classes)}. Renumber them: python '
+                           f'dataset_tool.py --source={path} --dest=<new.zip> --remap-labels, or fix class_names')
+    if ids[-1] == len(ids) - 1:
+        return
+    stray = [int(i) for i in ids if i >= len(ids)]
+    gaps = sorted(set(range(len(ids))) - set(int(i) for i in ids))
+    raise DatasetError(f'class ids in {source} must be 0..C-1 for its C={len(ids)} classes; found ids '
+                       f'{", ".join(map(str, stray[:8]))} and none for {", ".join(map(str, gaps[:8]))}. Renumber them: '
+                       f'python dataset_tool.py --source={path} --dest=<new.zip> --remap-labels')
+
+
 # ----------------------------------------------------------------------------
 
 
@@ -414,8 +436,12 @@ class ImageFolderDataset(Dataset):
         else:
             source = self._describe('dataset.json')
             mapping = None
+            num_classes = None
             if 'dataset.json' in self._all_fnames:
-                mapping = label_entries(self._read_json('dataset.json'), source)
+                meta = self._read_json('dataset.json')
+                mapping = label_entries(meta, source)
+                names = meta.get('class_names') if isinstance(meta, dict) else None
+                num_classes = len(names) if isinstance(names, list) and names else None
             if mapping is None:
                 raise DatasetError(f'dataset {self._path} has no labels (dataset.json missing or labels null); '
                                    'use --cond=0 or add labels with dataset_tool.py')
@@ -429,6 +455,9 @@ class ImageFolderDataset(Dataset):
                 raise DatasetError(f'{source} has no label for {len(unlabelled)} image(s), e.g. {unlabelled[0]}; '
                                    'rebuild the dataset with dataset_tool.py')
             values = [mapping[n] for n in self._image_fnames]
+            labels = parse_labels(values, source)
+            check_class_ids(labels, source, self._path, num_classes)
+            return labels
         return parse_labels(values, source)
 
     # -- images --------------------------------------------------------------
