@@ -136,7 +136,7 @@ def test_stray_class_ids_are_refused_with_the_remap_command(tmp_path, tiny_digit
             dst.writestr(name, data)
     with pytest.raises(DatasetError, match=r"must be 0\.\.C-1 for its C=10 classes; found ids 15 and none for 9\. "
                                            r"Renumber them: python dataset_tool.py --source=.*--remap-labels"):
-        ImageFolderDataset(bad, use_labels=True).label_dim
+        _ = ImageFolderDataset(bad, use_labels=True).label_dim
     fixed = str(tmp_path / "fixed.zip")
     result = subprocess.run([sys.executable, "dataset_tool.py", f"--source={bad}", f"--dest={fixed}", "--remap-labels"],
                             capture_output=True, text=True, cwd=REPO)
