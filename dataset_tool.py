@@ -267,6 +267,22 @@ def convert_dataset(source, dest, max_images=None, resolution=None, transform=No
 # ----------------------------------------------------------------------------
 
 
+def verify_dataset(path):
+    """Decode every image of a dataset; list the damaged ones and exit 1 if there are any."""
+    from training.dataset import ImageFolderDataset
+
+    try:
+        dataset = ImageFolderDataset(path)
+        bad = dataset.verify()
+    except (DatasetError, OSError) as err:
+        raise click.ClickException(str(err)) from err
+    for name, error in bad:
+        click.echo(f'damaged: {name}: {error}')
+    click.echo(f'{len(dataset)} images, {len(bad)} damaged')
+    if bad:
+        raise SystemExit(1)
+
+
 def _parse_resolution(_ctx, _param, value):
     if value is None:
         return None
@@ -282,8 +298,9 @@ def _parse_resolution(_ctx, _param, value):
 
 
 @click.command(help=__doc__)
-@click.option('--source', required=True, metavar='PATH|digits[:16|:32]|fashion-mnist[:test]', help='Input (see above)')
-@click.option('--dest', required=True, metavar='PATH', help='Output .zip or directory')
+@click.option('--source', metavar='PATH|digits[:16|:32]|fashion-mnist[:test]', help='Input (see above)')
+@click.option('--dest', metavar='PATH', help='Output .zip or directory')
+@click.option('--verify', metavar='PATH', help='Decode every image of an existing dataset and list the damaged ones')
 @click.option('--max-images', type=click.IntRange(min=1), help='Write at most this many images (the first ones)')
 @click.option('--resolution', callback=_parse_resolution, metavar='WxH', help='Output size, e.g. 32x32')
 @click.option('--width', type=click.IntRange(min=1), help='Output width (NVIDIA spelling; same as --resolution)')
@@ -294,8 +311,13 @@ def _parse_resolution(_ctx, _param, value):
 @click.option('--channels', type=click.Choice(['1', '3']), help='1 = greyscale, 3 = RGB  [default: keep the source\'s]')
 @click.option('--overwrite', is_flag=True, help='Replace an existing --dest')
 @click.option('--remap-labels', is_flag=True, help='Renumber class ids to 0..C-1 in sorted order (and class_names)')
-def main(source, dest, max_images, resolution, width, height, transform, resize_filter, channels, overwrite,
+def main(source, dest, verify, max_images, resolution, width, height, transform, resize_filter, channels, overwrite,
          remap_labels):
+    if verify is not None:
+        verify_dataset(verify)
+        return
+    if source is None or dest is None:
+        raise click.UsageError('--source and --dest are required (or --verify=PATH to check a dataset)')
     if width is not None or height is not None:
         given = (width or height, height or width)
         if resolution is not None and resolution != given:

@@ -158,6 +158,8 @@ CORE_OPTIONS = [
     click.Option(["--outdir"], help="Where to save the results", required=True, metavar="DIR"),
     click.Option(["--gpus"], help="Number of GPUs to use [default: 1]", type=int, metavar="INT"),
     click.Option(["--snap"], help="Snapshot interval [default: 50 ticks]", type=int, metavar="INT"),
+    click.Option(["--verify-data"], help="Decode every image before training and list the damaged ones [default: false]", type=bool, metavar="BOOL"),
+    click.Option(["--skip-bad-images"], help="Replace damaged images by the next good one (with a warning) instead of stopping [default: false]", type=bool, metavar="BOOL"),
     click.Option(["--resume-partial"], help="With --resume: copy only the tensors that fit this configuration (transfer to another resolution) [default: false]", type=bool, metavar="BOOL"),
     click.Option(["--state-ticks"], help="Also write a resumable checkpoint every N ticks between snapshots; only the newest is kept [default: off]", type=click.IntRange(min=1), metavar="INT"),
     click.Option(["--export-safetensors"], help="Also write G_ema of each snapshot as .safetensors (weights without code) [default: false]", type=bool, metavar="BOOL"),

@@ -29,6 +29,9 @@ CASES = [
     ("train.py", "--data={data} --outdir={out} --batch-gpu=0", "--batch-gpu=0 must be at least 1"),
     ("train.py", "--data={data} --outdir={out} --seed=-1", "-1 is not in the range 0<=x<=4294967295"),
     ("train.py", "--data={data} --outdir={out} --device=cuda:99", "--device=cuda:99: "),  # No GPU, or not 100.
+    ("train.py", "--data={damaged} --outdir={out} --verify-data=1",
+     "--verify-data: 1 damaged image(s) in {damaged}: 00000/img00000005.png: Bad CRC-32"),
+    ("dataset_tool.py", "--verify={damaged}", "damaged: 00000/img00000005.png: Bad CRC-32"),
     ("generate.py", "--network={snap} --outdir={out} --trunc=nan --class=0",
      "Invalid value for --trunc: nan is not a finite number"),
     ("generate.py", "--network={snap} --outdir={out} --seeds=4294967296 --class=0",
@@ -58,11 +61,42 @@ def snapshot(tmp_path_factory, tiny_digits):
     return checkpoint.latest_snapshot(trainer.run_dir)
 
 
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory, tiny_digits):
+    """The digits ZIP with the compressed bytes of its sixth image flipped (a CRC error when read)."""
+    import shutil
+    import zipfile
+
+    path = str(tmp_path_factory.mktemp("damaged") / "damaged.zip")
+    shutil.copy(tiny_digits, path)
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo("00000/img00000005.png")
+    data = bytearray(open(path, "rb").read())
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra) + 40
+    data[start:start + 20] = bytes(b ^ 0xFF for b in data[start:start + 20])
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+    return path
+
+
+def test_a_damaged_image_names_its_file_or_is_skipped(damaged):
+    from training.dataset import DatasetError, ImageFolderDataset
+
+    with pytest.raises(DatasetError, match=r"img00000005\.png.*Bad CRC-32.*\(image 5\).*--skip-bad-images=1"):
+        ImageFolderDataset(damaged)[5]
+    dataset = ImageFolderDataset(damaged, skip_bad_images=True)
+    with pytest.warns(UserWarning, match="skipping damaged image"):
+        image, _ = dataset[5]
+    assert (image == dataset[6][0]).all()  # Replaced by the next image.
+
+
 @pytest.mark.parametrize("script,args,expected", CASES, ids=[f"{c[0]} {c[1].split()[-1]}" for c in CASES])
-def test_bad_input_gets_its_message_and_leaves_nothing(script, args, expected, tmp_path, tiny_digits, snapshot):
+def test_bad_input_gets_its_message_and_leaves_nothing(script, args, expected, tmp_path, tiny_digits, snapshot, damaged):
     out = tmp_path / "out"
     (tmp_path / "a-file").write_text("")
-    argv = args.format(data=tiny_digits, out=out, snap=snapshot, file=tmp_path / "a-file").split()
+    names = dict(data=tiny_digits, out=out, snap=snapshot, file=tmp_path / "a-file", damaged=damaged)
+    argv = args.format(**names).split()
+    expected = expected.format(**names)
     result = subprocess.run([sys.executable, os.path.join(REPO, script), *argv], capture_output=True, text=True,
                             cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"))
     message = result.stdout + result.stderr

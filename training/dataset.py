@@ -14,6 +14,7 @@ project's plugins and its constructor arguments stay plain picklable values.
 import io
 import os
 import struct
+import warnings
 import zipfile
 import zlib
 
@@ -104,7 +105,10 @@ def decode_image(data, fname):
     png = _png_header(data[:29])
     image = None
     if pyspng is not None and png is not None and png[3] == 8 and png[4] in (0, 2):
-        image = pyspng.load(data)
+        try:
+            image = pyspng.load(data)
+        except Exception as err:  # noqa: BLE001 - pyspng raises RuntimeError/ValueError for damaged streams.
+            raise DatasetError(f'cannot decode image {fname}: {err}') from None
     else:
         try:
             with PIL.Image.open(io.BytesIO(data)) as im:
@@ -328,7 +332,8 @@ class ImageFolderDataset(Dataset):
     """
 
     def __init__(self, path, resolution=None, max_size=None, use_labels=False, xflip=False, random_seed=0,
-                 label_file=None, **super_kwargs):
+                 label_file=None, skip_bad_images=False, **super_kwargs):
+        self._skip_bad_images = bool(skip_bad_images)  # Damaged images: replaced by the next one, with a warning.
         self._files = DatasetFiles(path)
         self._path = self._files.path
         self._label_file = label_file
@@ -464,9 +469,28 @@ class ImageFolderDataset(Dataset):
 
     def _load_raw_image(self, raw_idx):
         fname = self._image_fnames[raw_idx]
-        with self._open_file(fname) as f:
-            data = f.read()
-        return decode_image(data, self._describe(fname))
+        try:
+            with self._open_file(fname) as f:
+                data = f.read()
+            return decode_image(data, self._describe(fname))
+        except (DatasetError, OSError, zipfile.BadZipFile, zlib.error, EOFError) as err:
+            if not self._skip_bad_images:
+                message = str(err) if isinstance(err, DatasetError) else f'cannot read {self._describe(fname)}: {err}'
+                raise DatasetError(f'{message} (image {raw_idx}). List every damaged image with python dataset_tool.py '
+                                   f'--verify={self._path}, or train on without them: --skip-bad-images=1') from None
+            warnings.warn(f'skipping damaged image {self._describe(fname)}: {err}')
+            return self._load_raw_image((raw_idx + 1) % len(self._image_fnames))
+
+    def verify(self):
+        """[(member, error)] of every image that cannot be read or decoded (reads the whole dataset)."""
+        bad = []
+        for raw_idx, fname in enumerate(self._image_fnames):
+            try:
+                with self._open_file(fname) as f:
+                    decode_image(f.read(), self._describe(fname))
+            except (DatasetError, OSError, zipfile.BadZipFile, zlib.error, EOFError) as err:
+                bad.append((fname, str(err)))
+        return bad
 
 
 def _zip_member_head(raw, info, size=29):

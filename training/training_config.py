@@ -103,6 +103,17 @@ def build_dataset_kwargs(opts):
         desc += "-mirror"
         kwargs.xflip = True
     kwargs.random_seed = _default(opts, "seed", 0)
+    if _default(opts, "skip_bad_images", False):
+        kwargs.skip_bad_images = True
+    if _default(opts, "verify_data", False) and hasattr(training_set, "verify"):
+        bad = training_set.verify()
+        if bad and not kwargs.get("skip_bad_images"):
+            listed = "; ".join(f"{name}: {error}" for name, error in bad[:10])
+            raise UserError(f"--verify-data: {len(bad)} damaged image(s) in {kwargs.path}: {listed}"
+                            + (f" (+{len(bad) - 10} more)" if len(bad) > 10 else "")
+                            + ". Rebuild the dataset, or pass --skip-bad-images=1 to train without them")
+        print(f"--verify-data: {len(training_set)} images decoded, {len(bad)} damaged"
+              + (" (skipped while training)" if bad else ""))
     return kwargs, training_set, desc
 
 
