@@ -484,7 +484,7 @@ class ImageFolderDataset(Dataset):
     def verify(self):
         """[(member, error)] of every image that cannot be read or decoded (reads the whole dataset)."""
         bad = []
-        for raw_idx, fname in enumerate(self._image_fnames):
+        for fname in self._image_fnames:
             try:
                 with self._open_file(fname) as f:
                     decode_image(f.read(), self._describe(fname))
