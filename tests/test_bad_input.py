@@ -176,3 +176,36 @@ def test_stray_class_ids_are_refused_with_the_remap_command(tmp_path, tiny_digit
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0 and "15->9" in result.stdout, result.stderr[-2000:]
     assert ImageFolderDataset(fixed, use_labels=True).label_dim == 10
+
+
+def test_kimg_below_the_resumed_kimg_is_a_setup_error(tmp_path, tiny_digits):
+    from plugins.testing import tiny_config
+    from training.training_loop import SetupError, training_loop
+
+    first = run_tiny_training(str(tmp_path / "a"), tiny_digits, iterations=3, network_snapshot_ticks=1)
+    snap, state = checkpoint.resolve_resume(first.run_dir)
+    c = tiny_config(tiny_digits, str(tmp_path / "b"), total_kimg=0.008, resume_pkl=snap, resume_state=state)
+    os.makedirs(c.run_dir)
+    with pytest.raises(SetupError, match=r"--kimg=0\.008, but the resumed run is already at 0\.024 kimg"):
+        training_loop(**c)
+
+
+def test_a_full_disk_names_the_path_and_keeps_earlier_snapshots(tmp_path, tiny_digits, monkeypatch):
+    import errno
+
+    from training.training_loop import CheckpointWriteError
+
+    calls = []
+    real = checkpoint.save_state
+
+    def fail_second(path, state, before_rename=None):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", path + ".tmp")
+        return real(path, state, before_rename=before_rename)
+
+    monkeypatch.setattr(checkpoint, "save_state", fail_second)
+    with pytest.raises(CheckpointWriteError, match=r"No space left on device .*earlier snapshots are intact"):
+        run_tiny_training(str(tmp_path / "run"), tiny_digits, iterations=4, network_snapshot_ticks=1)
+    snap, state = checkpoint.resolve_resume(str(tmp_path / "run"), log=lambda *a: None)
+    assert os.path.basename(snap) == "network-snapshot-000000.pkl" and state is not None  # The first pair.

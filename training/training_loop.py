@@ -92,6 +92,9 @@ class Trainer:
         self.setup_counters()
         if resume_pkl is not None:
             self.resume(resume_pkl, resume_state)
+            if self.cur_nimg >= total_kimg * 1000:
+                raise ValueError(f"--kimg={total_kimg:g}, but the resumed run is already at {self.cur_nimg / 1000:g} "
+                                 "kimg; pass a larger --kimg to continue it")
         self.sync_weights()
         self.setup_data_iterator()
         self.jobs = IterationJobs(self)
@@ -669,9 +672,6 @@ class Trainer:
 
     def run(self):
         total_nimg = self.c.total_kimg * 1000
-        if self.cur_nimg >= total_nimg:
-            raise ValueError(f"--kimg={self.c.total_kimg}, but the resumed run is already at "
-                             f"{self.cur_nimg / 1000:g} kimg; pass a larger --kimg to continue it")
         self.log(f"Training for {self.c.total_kimg} kimg...")
         self.tick_start_time = time.time()
         iterations = 0
