@@ -327,7 +327,7 @@ class VisionAided:
             self.heads[name].load_state_dict({k: v.to(self.device) for k, v in saved["head"].items()})
             if name in self.pipes and saved.get("p") is not None:
                 self.pipes[name].p.copy_(torch.as_tensor(saved["p"]))
-            if saved.get("ada") is not None:
+            if saved.get("ada") is not None and name in self.pipes:
                 self.controllers[name] = saved["ada"]  # Becomes an AdaController in gan_train_start.
         new = [n for n in self.names if n not in state.get("backbones", {})]
         if new:
