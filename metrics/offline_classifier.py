@@ -165,17 +165,19 @@ def default_num_threads():
     return max(1, min(4, (os.cpu_count() or 1) // 2, torch.get_num_threads()))
 
 
-def train_classifier(images, labels, num_classes, seed=0, batch_size=64, steps=None, lr=3e-3, verbose=True, num_threads=None):
-    """Train a SmallCNN on uint8 images [N, C, H, W]; returns (model in eval mode, steps)."""
+def train_classifier(images, labels, num_classes, seed=0, batch_size=64, steps=None, lr=3e-3, verbose=True, num_threads=None,
+                     width=32):
+    """Train a SmallCNN (``width`` channels in its first layer) on uint8 images [N, C, H, W]; returns (model in
+    eval mode, steps)."""
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(num_threads or default_num_threads())
     try:
-        return _train(images, labels, num_classes, seed, batch_size, steps, lr, verbose)
+        return _train(images, labels, num_classes, seed, batch_size, steps, lr, verbose, width)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _train(images, labels, num_classes, seed, batch_size, steps, lr, verbose):
+def _train(images, labels, num_classes, seed, batch_size, steps, lr, verbose, width=32):
     n = len(images)
     if steps is None:
         epochs = int(np.clip(np.ceil(20000 / max(n, 1)), 2, 20))  # digits: 13 epochs; Fashion-MNIST: 2.
@@ -183,7 +185,7 @@ def _train(images, labels, num_classes, seed, batch_size, steps, lr, verbose):
     resolution = int(min(images.shape[2], 32))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = SmallCNN(in_channels=int(images.shape[1]), num_classes=num_classes, resolution=resolution)
+        model = SmallCNN(in_channels=int(images.shape[1]), num_classes=num_classes, resolution=resolution, width=width)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)

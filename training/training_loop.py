@@ -121,6 +121,9 @@ class Trainer:
                 raise ValueError(f"process group says rank {rank} of {world}, the config rank {self.rank} of "
                                  f"{self.num_gpus}")
             training_stats.init_multiprocessing(rank=self.rank, sync_device=self.device)
+            if self.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:  # Share the cores, not oversubscribe.
+                local = int(os.environ.get("LOCAL_WORLD_SIZE", self.num_gpus))
+                torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
             torch.backends.cudnn.benchmark = c.cudnn_benchmark
