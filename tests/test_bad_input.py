@@ -32,6 +32,9 @@ CASES = [
     ("train.py", "--data={damaged} --outdir={out} --verify-data=1",
      "--verify-data: 1 damaged image(s) in {damaged}: 00000/img00000005.png: Bad CRC-32"),
     ("dataset_tool.py", "--verify={damaged}", "damaged: 00000/img00000005.png: Bad CRC-32"),
+    ("calc_metrics.py", "--network={out}/missing.pkl --metrics=fid50k_full", "--network: no such file"),
+    ("calc_metrics.py", "--network={snap} --metrics=bogus", "unknown metric(s): bogus"),
+    ("lt_dataset.py", "--source={data} --imf=0.5", "0.5 is below 1"),
     ("generate.py", "--network={snap} --outdir={out} --trunc=nan --class=0",
      "Invalid value for --trunc: nan is not a finite number"),
     ("generate.py", "--network={snap} --outdir={out} --seeds=4294967296 --class=0",
@@ -209,3 +212,23 @@ def test_a_full_disk_names_the_path_and_keeps_earlier_snapshots(tmp_path, tiny_d
         run_tiny_training(str(tmp_path / "run"), tiny_digits, iterations=4, network_snapshot_ticks=1)
     snap, state = checkpoint.resolve_resume(str(tmp_path / "run"), log=lambda *a: None)
     assert os.path.basename(snap) == "network-snapshot-000000.pkl" and state is not None  # The first pair.
+
+
+def test_runs_started_at_the_same_instant_get_their_own_directories(tmp_path):
+    import threading
+
+    sys.path.insert(0, REPO)
+    from train import allocate_run_dir
+
+    made, barrier = [], threading.Barrier(8)
+
+    def start():
+        barrier.wait()
+        made.append(allocate_run_dir(str(tmp_path), "digits-tiny"))
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(made)) == 8 and sorted(os.listdir(tmp_path)) == [f"{i:05d}-digits-tiny" for i in range(8)]
