@@ -273,18 +273,22 @@ def build_command(enabled, others):
                               "Networks with Limited Data', with plugins for class-conditional and long-tailed methods.")
 
 
+def config_from_options(opts, enabled, values_by_plugin):
+    """(config, run description) of a new run, or of a replayed one (--config)."""
+    if opts.config is not None:
+        return replay_config(opts)
+    if opts.data is None:
+        raise UserError("Missing option '--data' (or replay a run with --config=RUN_DIR/training_options.json)")
+    opts.plugin_kwargs = make_plugin_kwargs(enabled.values(), values_by_plugin)
+    host = PluginHost.from_config(opts.plugin_kwargs)  # Constructs and validates the plugins with their options.
+    return build_config(opts, host)  # desc names the plugins.
+
+
 def run(opts, enabled, values_by_plugin):
     if distributed.env_world_size() > 1:
         return run_under_torchrun(opts, enabled, values_by_plugin)
     try:
-        if opts.config is not None:
-            c, desc = replay_config(opts)
-        else:
-            if opts.data is None:
-                raise UserError("Missing option '--data' (or replay a run with --config=RUN_DIR/training_options.json)")
-            opts.plugin_kwargs = make_plugin_kwargs(enabled.values(), values_by_plugin)
-            host = PluginHost.from_config(opts.plugin_kwargs)  # Constructs and validates the plugins with their options.
-            c, desc = build_config(opts, host)  # desc names the plugins.
+        c, desc = config_from_options(opts, enabled, values_by_plugin)
         launch_training(c=c, desc=desc, outdir=os.path.expanduser(opts.outdir), dry_run=opts.dry_run)
     except (UserError, PluginError, SetupError, training_loop.NonFiniteLossError,
             training_loop.CheckpointWriteError) as exc:  # Bad input, a refusal, NaN, a failed write.
@@ -302,13 +306,7 @@ def run_under_torchrun(opts, enabled, values_by_plugin):
     c = None
     if rank == 0:
         try:
-            if opts.config is not None:
-                c, desc = replay_config(opts)
-            else:
-                if opts.data is None:
-                    raise UserError("Missing option '--data'")
-                opts.plugin_kwargs = make_plugin_kwargs(enabled.values(), values_by_plugin)
-                c, desc = build_config(opts, PluginHost.from_config(opts.plugin_kwargs))
+            c, desc = config_from_options(opts, enabled, values_by_plugin)
             outdir = os.path.expanduser(opts.outdir)
             check_outdir(outdir)
             c.run_dir = allocate_run_dir(outdir, desc)

@@ -131,6 +131,22 @@ def evaluate_run(run_dir, evaluate_snapshot, tag, last_only=False):
         dnnlib.util.atomic_write_text(path, json.dumps(curves, indent=1))
 
 
+def evaluate_against_full_dataset(run_dir, metrics, num_gen):
+    """calc_metrics of every snapshot of run_dir against its whole (labelled) training set, into curves.json."""
+    import dnnlib
+
+    options = json.load(open(os.path.join(run_dir, "training_options.json")))
+    data = options["training_set_kwargs"]["path"]
+
+    def one(snap):
+        G = load_G(snap)
+        full = dnnlib.EasyDict(class_name="training.dataset.ImageFolderDataset", path=data, use_labels=True,
+                               resolution=G.img_resolution, xflip=False)
+        return calc_metrics(G, metrics, full, num_gen)
+
+    evaluate_run(run_dir, one, tag=f"n{num_gen}")
+
+
 def calc_metrics(G, metrics, dataset_kwargs, num_gen, classifier=None):
     """{result key: value} of the metrics (without per-class keys) on the CPU, seed 0."""
     import torch

@@ -130,18 +130,7 @@ def cli():
 @click.option("--num-gen", type=int, default=2000, show_default=True)
 def evaluate(run_dir, num_gen):
     """Metrics of every snapshot of RUN_DIR against the full dataset, into RUN_DIR/curves.json."""
-    import dnnlib
-
-    options = json.load(open(os.path.join(run_dir, "training_options.json")))
-    data = options["training_set_kwargs"]["path"]
-
-    def one(snap):
-        G = runner.load_G(snap)
-        full = dnnlib.EasyDict(class_name="training.dataset.ImageFolderDataset", path=data, use_labels=True,
-                               resolution=G.img_resolution, xflip=False)
-        return runner.calc_metrics(G, METRICS, full, num_gen)
-
-    runner.evaluate_run(run_dir, one, tag=f"n{num_gen}")
+    runner.evaluate_against_full_dataset(run_dir, METRICS, num_gen)
 
 
 @cli.command()
