@@ -464,9 +464,10 @@ class Trainer:
         opt.step()
 
     def sync_buffers(self):
-        """Average G's running statistics (w_avg) over ranks: each rank tracked its share of the batch, and the
-        tracking is linear in the batch means, so the average is what one process would have."""
-        buffers = [b for b in self.G.buffers() if b.is_floating_point()]
+        """Average G's running averages of w (w_avg, and a plugin's per-stream ones such as UTLO's w_avg_uc) over
+        ranks: each rank tracked its share of the batch, and the tracking is linear in the batch means, so the
+        average is what one process would have. Other buffers are equal on every rank already."""
+        buffers = [b for name, b in self.G.named_buffers() if "w_avg" in name.rsplit(".", 1)[-1]]
         if self.num_gpus > 1 and buffers:
             flat = torch.cat([b.flatten() for b in buffers])
             torch.distributed.all_reduce(flat)
