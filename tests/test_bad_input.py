@@ -32,6 +32,11 @@ CASES = [
     ("train.py", "--data={damaged} --outdir={out} --verify-data=1",
      "--verify-data: 1 damaged image(s) in {damaged}: 00000/img00000005.png: Bad CRC-32"),
     ("dataset_tool.py", "--verify={damaged}", "damaged: 00000/img00000005.png: Bad CRC-32"),
+    ("train.py", "--data={data} --outdir={out} --cfg=tiny --cond=0 --resume={snap}",
+     "G of the pickle does not fit this configuration (another resolution or architecture?): missing in the pickle: "
+     "none; not used here: mapping.embed.bias, mapping.embed.weight"),
+    ("train.py", "--data={data} --outdir={out} --cfg=tiny --cond=1 --resume={snap}",
+     "G does not match this configuration: copy_params_and_buffers: shape mismatch for 'synthesis.b4.const'"),
     ("calc_metrics.py", "--network={out}/missing.pkl --metrics=fid50k_full", "--network: no such file"),
     ("calc_metrics.py", "--network={snap} --metrics=bogus", "unknown metric(s): bogus"),
     ("lt_dataset.py", "--source={data} --imf=0.5", "0.5 is below 1"),
