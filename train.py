@@ -6,6 +6,7 @@
   python train.py --outdir=training-runs --config=training-runs/00000-.../training_options.json   # replay a run
 """
 
+import io
 import json
 import math
 import os
@@ -61,13 +62,13 @@ def allocate_run_dir(outdir, desc):
     raise UserError(f"--outdir={outdir}: could not allocate a run directory (100 ids taken while trying)")
 
 
-def training_worker(rank, c, log_file="log.txt"):
+def training_worker(rank, c, log_file="log.txt", on_setup_done=None):
     """One training process (rank 0 writes the run directory's files and log)."""
     logger = None
     if rank == 0 and log_file is not None:  # A spawned worker: log.txt again, from this process.
         logger = dnnlib.util.Logger(file_name=os.path.join(c.run_dir, log_file), file_mode="a", should_flush=True)
     try:
-        result = training_loop.training_loop(rank=rank, **c)
+        result = training_loop.training_loop(rank=rank, on_setup_done=on_setup_done, **c)
         distributed.shutdown()
         return result
     except BaseException:
@@ -102,27 +103,56 @@ def launch_training(c, desc, outdir, dry_run):
         print("Dry run; exiting.")
         return None
 
-    print("Creating output directory...")
     created_outdir = not os.path.isdir(outdir)
-    c.run_dir = run_dir = allocate_run_dir(outdir, desc)
-    training_loop.write_training_options(run_dir, c)
-    logger = dnnlib.util.Logger(file_name=os.path.join(run_dir, "log.txt"), file_mode="a", should_flush=True)
-    try:
-        if c.num_gpus > 1 and distributed.env_world_size() == 1:  # --gpus=N: spawn N workers, as torchrun would.
-            logger.close()
+    if c.num_gpus > 1:  # --gpus=N: the workers need the directory first; each sets up and trains in its process.
+        print("Creating output directory...")
+        c.run_dir = run_dir = allocate_run_dir(outdir, desc)
+        training_loop.write_training_options(run_dir, c)
+        try:
             print(f"Launching {c.num_gpus} processes...")
             distributed.spawn(c.num_gpus, training_worker, args=(c,))
-            return None
-        return training_worker(distributed.env_rank(), c, log_file=None)
+        except BaseException:
+            console.close()
+            remove_unfinished_run(run_dir, outdir, created_outdir)
+            raise
+        return None
+
+    # One process: set up first (every input checked), and create the run directory only then, so bad input
+    # (a resume pickle that does not fit, a plugin's refusal) leaves nothing behind. The set-up output is kept
+    # and written to log.txt once the directory exists.
+    setup_output = io.StringIO()
+    logger = dnnlib.util.Logger(should_flush=True)
+    logger.file = setup_output
+    made = []
+
+    def create_run_dir(trainer):
+        print("Creating output directory...")
+        run_dir = allocate_run_dir(outdir, desc)
+        made.append(run_dir)
+        c.run_dir = trainer.run_dir = trainer.c.run_dir = run_dir
+        training_loop.write_training_options(run_dir, c)
+        log = open(os.path.join(run_dir, "log.txt"), "a")
+        log.write(setup_output.getvalue())
+        logger.file = log
+
+    try:
+        return training_worker(0, c, log_file=None, on_setup_done=create_run_dir)
     except BaseException:
         logger.close()
         console.close()  # The error message goes to stderr again.
-        # Nothing worth keeping before the first snapshot: leave no half-made run directory behind.
-        if checkpoint.latest_snapshot(run_dir) is None:
-            shutil.rmtree(run_dir, ignore_errors=True)
-            if created_outdir and os.path.isdir(outdir) and not os.listdir(outdir):
-                os.rmdir(outdir)
+        if made:
+            remove_unfinished_run(made[0], outdir, created_outdir)
+        elif created_outdir and os.path.isdir(outdir) and not os.listdir(outdir):
+            os.rmdir(outdir)
         raise
+
+
+def remove_unfinished_run(run_dir, outdir, created_outdir):
+    """Nothing worth keeping before the first snapshot: leave no half-made run directory behind."""
+    if checkpoint.latest_snapshot(run_dir) is None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if created_outdir and os.path.isdir(outdir) and not os.listdir(outdir):
+            os.rmdir(outdir)
 
 
 def load_run_config(path):

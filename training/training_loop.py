@@ -101,8 +101,14 @@ class Trainer:
         self.register_metrics()
         self.host.on_train_start(G=self.G, D=self.D, G_ema=self.G_ema, device=self.device, rank=rank,
                                  num_gpus=num_gpus, random_seed=random_seed, run_dir=run_dir, batch_size=batch_size)
+        self.loggers = None
+        self.started = False  # Nothing is written to run_dir before start(): setup errors leave no files.
+
+    def start(self):
+        """Write the first files into run_dir (the real/fake grids, the loggers); run() calls it if needed."""
         self.setup_snapshot_grid()
-        self.loggers = RunLoggers(run_dir, rank=rank, options=dict(loggers)) if rank == 0 else None
+        self.loggers = RunLoggers(self.run_dir, rank=self.rank, options=dict(self.c.loggers)) if self.rank == 0 else None
+        self.started = True
 
     # ------------------------------------------------------------------ setup steps
 
@@ -675,6 +681,8 @@ class Trainer:
     # ------------------------------------------------------------------ main loop
 
     def run(self):
+        if not self.started:
+            self.start()
         total_nimg = self.c.total_kimg * 1000
         self.log(f"Training for {self.c.total_kimg} kimg...")
         self.tick_start_time = time.time()
@@ -867,11 +875,15 @@ class SetupError(ValueError):
     """The run cannot start with these inputs (data, resume pickle, plugins); the message says why."""
 
 
-def training_loop(**kwargs):
+def training_loop(on_setup_done=None, **kwargs):
+    """Set up (every input checked, nothing written), call on_setup_done(trainer) (e.g. create the run directory
+    only now), then train."""
     try:
         trainer = Trainer(**kwargs)
     except (ValueError, OSError) as exc:  # Bad input found while setting up (DatasetError, PluginError, resume).
         raise SetupError(str(exc)) from exc
+    if on_setup_done is not None:
+        on_setup_done(trainer)
     trainer.run()
     return trainer
 
