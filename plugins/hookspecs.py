@@ -168,7 +168,8 @@ def gan_train_start(G: torch.nn.Module, D: torch.nn.Module, G_ema: torch.nn.Modu
     :param rank: this process's rank in [0, num_gpus).
     :param num_gpus: the number of processes.
     :param random_seed: the run's seed (seed private generators from it and ``rank``).
-    :param run_dir: the run directory.
+    :param run_dir: the run directory. A single-process run creates it only after set-up succeeded, i.e. after
+        this hook: write files there from gan_step / gan_tick on, not here.
     :param batch_size: real images per iteration, all processes together.
     """
 
