@@ -429,3 +429,17 @@ def test_transitional_lambda_scales_the_head_projection_and_selfcond_clusters_ar
     trainer = run_tiny_training(str(tmp_path / "s"), tiny_digits, plugins=["selfcond", plugin], iterations=1, cond=False,
                                 options={"selfcond": dict(sc_k=4, sc_nimgs=200)})
     assert trainer.D.c_dim == 4 and plugin.heads[name].projection.embed.in_features == 4  # c = the cluster.
+
+
+@pytest.mark.slow
+def test_progressive_driver_adds_the_probed_backbone_to_a_restarted_run(tmp_path, tiny_digits, tiny_script):
+    out = str(tmp_path / "prog")
+    final = probe.progressive(out, tiny_digits, ["0.02", "0.02"], [f"torchscript:{tiny_script}"], "none",
+                              ["--cfg=tiny", "--workers=0", "--cond=1", "--tensorboard=0"], num=64, log=lambda *a: None)
+    import json
+
+    options = json.load(open(os.path.join(final, "training_options.json")))
+    assert options["plugin_kwargs"]["vision_aided"]["va_backbones"] == f"torchscript:{tiny_script}"
+    assert options["plugin_kwargs"]["vision_aided"]["va_warmup_kimg"] == 0
+    assert options["resume_pkl"] == os.path.join(out, "stage1-start.pkl")  # The baseline's snapshot, alone.
+    assert checkpoint.latest_snapshot(final) is not None
