@@ -19,7 +19,7 @@ import tempfile
 import types
 import urllib.parse
 import uuid
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 
 class EasyDict(dict):
@@ -454,9 +454,17 @@ def _download(url: str, num_attempts: int, verbose: bool, timeout: float, cache_
     raise DownloadError(f"Cannot download {url}. {hint}")
 
 
+_sha256_cache: Dict[Tuple[str, int, int], str] = {}
+
+
 def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """SHA-256 of a file, remembered per (path, size, mtime) so a large file checked twice is read once."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key not in _sha256_cache:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _sha256_cache[key] = h.hexdigest()
+    return _sha256_cache[key]

@@ -100,16 +100,7 @@ def expected_sha256(url_or_path: str, spec=None) -> Optional[str]:
     return None
 
 
-_sha256_cache: Dict[Tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str) -> str:
-    """SHA-256 of a file, remembered per (path, size, mtime) so large detectors are hashed once."""
-    st = os.stat(path)
-    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
-    if key not in _sha256_cache:
-        _sha256_cache[key] = dnnlib.util.file_sha256(path)
-    return _sha256_cache[key]
+file_sha256 = dnnlib.util.file_sha256  # Remembered per (path, size, mtime): large detectors are hashed once.
 
 
 # ----------------------------------------------------------------------------
