@@ -6,7 +6,6 @@
   python train.py --outdir=training-runs --config=training-runs/00000-.../training_options.json   # replay a run
 """
 
-import io
 import json
 import math
 import os
@@ -62,13 +61,14 @@ def allocate_run_dir(outdir, desc):
     raise UserError(f"--outdir={outdir}: could not allocate a run directory (100 ids taken while trying)")
 
 
-def training_worker(rank, c, log_file="log.txt", on_setup_done=None):
-    """One training process (rank 0 writes the run directory's files and log)."""
+def training_worker(rank, c, log_file="log.txt", host=None):
+    """One training process (rank 0 writes the run directory's files and log). `host`: the launcher's plugins,
+    when the launcher is this process (plugins are constructed once per process)."""
     logger = None
     if rank == 0 and log_file is not None:  # A spawned worker: log.txt again, from this process.
         logger = dnnlib.util.Logger(file_name=os.path.join(c.run_dir, log_file), file_mode="a", should_flush=True)
     try:
-        result = training_loop.training_loop(rank=rank, on_setup_done=on_setup_done, **c)
+        result = training_loop.training_loop(rank=rank, host=host, **c)
         distributed.shutdown()
         return result
     except BaseException:
@@ -79,12 +79,34 @@ def training_worker(rank, c, log_file="log.txt", on_setup_done=None):
             logger.close()
 
 
-def launch_training(c, desc, outdir, dry_run):
+def launch_training(c, desc, outdir, dry_run, host=None):
+    """One path for one process and --gpus=N: the run directory first (its log.txt records everything from here
+    on), then set-up and training in this process or the workers; a run that fails before its first snapshot
+    leaves no directory behind."""
     check_outdir(outdir)
-    console = dnnlib.util.Logger(should_flush=True)
-    run_dir = next_run_dir(outdir, desc)
-    c.run_dir = run_dir
+    if dry_run:
+        print_options(c, next_run_dir(outdir, desc))
+        print("Dry run; exiting.")
+        return None
+    created_outdir = not os.path.isdir(outdir)
+    c.run_dir = run_dir = allocate_run_dir(outdir, desc)
+    logger = dnnlib.util.Logger(file_name=os.path.join(run_dir, "log.txt"), file_mode="a", should_flush=True)
+    try:
+        print_options(c, run_dir)
+        training_loop.write_training_options(run_dir, c)
+        if c.num_gpus > 1:  # Each worker sets up and trains in its own process.
+            print(f"Launching {c.num_gpus} processes...")
+            return distributed.spawn(c.num_gpus, training_worker, args=(c,))
+        return training_worker(0, c, log_file=None, host=host)
+    except BaseException:
+        logger.close()  # The error message goes to the console only.
+        remove_unfinished_run(run_dir, outdir, created_outdir)
+        raise
+    finally:
+        logger.close()
 
+
+def print_options(c, run_dir):
     print()
     print("Training options:")
     print(json.dumps(c, indent=2))
@@ -99,52 +121,6 @@ def launch_training(c, desc, outdir, dry_run):
     print(f"Dataset x-flips:    {c.training_set_kwargs.xflip}")
     print(f"Plugins:            {', '.join(c.plugin_kwargs) or 'none'}")
     print()
-    if dry_run:
-        print("Dry run; exiting.")
-        return None
-
-    created_outdir = not os.path.isdir(outdir)
-    if c.num_gpus > 1:  # --gpus=N: the workers need the directory first; each sets up and trains in its process.
-        print("Creating output directory...")
-        c.run_dir = run_dir = allocate_run_dir(outdir, desc)
-        training_loop.write_training_options(run_dir, c)
-        try:
-            print(f"Launching {c.num_gpus} processes...")
-            distributed.spawn(c.num_gpus, training_worker, args=(c,))
-        except BaseException:
-            console.close()
-            remove_unfinished_run(run_dir, outdir, created_outdir)
-            raise
-        return None
-
-    # One process: set up first (every input checked), and create the run directory only then, so bad input
-    # (a resume pickle that does not fit, a plugin's refusal) leaves nothing behind. The set-up output is kept
-    # and written to log.txt once the directory exists.
-    setup_output = io.StringIO()
-    logger = dnnlib.util.Logger(should_flush=True)
-    logger.file = setup_output
-    made = []
-
-    def create_run_dir(trainer):
-        print("Creating output directory...")
-        run_dir = allocate_run_dir(outdir, desc)
-        made.append(run_dir)
-        c.run_dir = trainer.run_dir = trainer.c.run_dir = run_dir
-        training_loop.write_training_options(run_dir, c)
-        log = open(os.path.join(run_dir, "log.txt"), "a")
-        log.write(setup_output.getvalue())
-        logger.file = log
-
-    try:
-        return training_worker(0, c, log_file=None, on_setup_done=create_run_dir)
-    except BaseException:
-        logger.close()
-        console.close()  # The error message goes to stderr again.
-        if made:
-            remove_unfinished_run(made[0], outdir, created_outdir)
-        elif created_outdir and os.path.isdir(outdir) and not os.listdir(outdir):
-            os.rmdir(outdir)
-        raise
 
 
 def remove_unfinished_run(run_dir, outdir, created_outdir):
@@ -304,22 +280,23 @@ def build_command(enabled, others):
 
 
 def config_from_options(opts, enabled, values_by_plugin):
-    """(config, run description) of a new run, or of a replayed one (--config)."""
+    """(config, run description, plugin host) of a new run, or of a replayed one (--config)."""
     if opts.config is not None:
         return replay_config(opts)
     if opts.data is None:
         raise UserError("Missing option '--data' (or replay a run with --config=RUN_DIR/training_options.json)")
     opts.plugin_kwargs = make_plugin_kwargs(enabled.values(), values_by_plugin)
     host = PluginHost.from_config(opts.plugin_kwargs)  # Constructs and validates the plugins with their options.
-    return build_config(opts, host)  # desc names the plugins.
+    c, desc = build_config(opts, host)  # desc names the plugins.
+    return c, desc, host
 
 
 def run(opts, enabled, values_by_plugin):
     if distributed.env_world_size() > 1:
         return run_under_torchrun(opts, enabled, values_by_plugin)
     try:
-        c, desc = config_from_options(opts, enabled, values_by_plugin)
-        launch_training(c=c, desc=desc, outdir=os.path.expanduser(opts.outdir), dry_run=opts.dry_run)
+        c, desc, host = config_from_options(opts, enabled, values_by_plugin)
+        launch_training(c=c, desc=desc, outdir=os.path.expanduser(opts.outdir), dry_run=opts.dry_run, host=host)
     except (UserError, PluginError, SetupError, training_loop.NonFiniteLossError,
             training_loop.CheckpointWriteError) as exc:  # Bad input, a refusal, NaN, a failed write.
         raise click.ClickException(str(exc)) from None
@@ -333,10 +310,10 @@ def run_under_torchrun(opts, enabled, values_by_plugin):
     wants_cuda = (opts.device or "auto") != "cpu" and torch.cuda.is_available()
     rank, _world = distributed.init("cuda" if wants_cuda else "cpu")
     message = None
-    c = None
+    c = host = None
     if rank == 0:
         try:
-            c, desc = config_from_options(opts, enabled, values_by_plugin)
+            c, desc, host = config_from_options(opts, enabled, values_by_plugin)
             outdir = os.path.expanduser(opts.outdir)
             check_outdir(outdir)
             c.run_dir = allocate_run_dir(outdir, desc)
@@ -349,8 +326,10 @@ def run_under_torchrun(opts, enabled, values_by_plugin):
         distributed.shutdown()
         raise click.ClickException(message) if rank == 0 else SystemExit(1)
     try:
-        training_worker(rank, dnnlib.EasyDict(c), log_file="log.txt")
+        training_worker(rank, dnnlib.EasyDict(c), log_file="log.txt", host=host)
     except (SetupError, training_loop.NonFiniteLossError, training_loop.CheckpointWriteError) as exc:
+        if rank == 0:
+            remove_unfinished_run(c["run_dir"], os.path.dirname(c["run_dir"]), created_outdir=False)
         raise click.ClickException(str(exc)) from None
 
 
@@ -366,9 +345,9 @@ def replay_config(opts):
     if opts.plugins is not None and parse_plugin_list(opts.plugins) != list(c.plugin_kwargs):
         raise UserError(f"--plugins={opts.plugins} differs from the recorded plugins {list(c.plugin_kwargs) or 'none'}; "
                         "drop --plugins with --config")
-    PluginHost.from_config(c.plugin_kwargs)  # Fail now, before the run directory exists, if a plugin is missing.
+    host = PluginHost.from_config(c.plugin_kwargs)  # Fail now, before the run directory exists, if one is missing.
     desc = os.path.basename(os.path.dirname(os.path.abspath(opts.config))).split("-", 1)[-1] + "-replay"
-    return c, desc
+    return c, desc, host
 
 
 def list_plugins():

@@ -1,102 +1,115 @@
-"""Every hook the trainer calls, in one place.
+"""Every hook the trainer calls, in one place (plugin API v3).
+
+The lifecycle of one process (single process, ``--gpus=N`` workers and torchrun ranks alike)::
+
+    launcher   gan_add_options (class)  ->  construct plugins from the run config  ->  gan_configure
+    setup      run_dir exists (rank 0 made it; removed again if setup fails)
+               dataset opened  ->  gan_label_dim  ->  networks built  ->  gan_extend_networks
+               ->  gan_frozen_modules  ->  optimisers (core, then gan_extra_optimizers)
+               ->  resume: gan_check_resume, weights and training state restored
+               ->  gan_register_metrics  ->  gan_setup(ctx)      (once; sees everything above, final)
+    iteration  gan_step(ctx)  ->  gan_real_labels  ->  gan_sample_fake_labels  ->  per phase and micro-batch:
+               gan_generator_batch, gan_base_loss_weight, gan_loss_terms(ctx), gan_real_logits(ctx)
+    snapshot   gan_grid_labels (first grid only)  ->  gan_snapshot_images  ->  gan_state_dict (rank 0 writes it)
 
 Rules that hold for all hooks:
-  * **Keyword calls, subset signatures.** The trainer calls hooks with keyword arguments only; an
-    implementation may accept any subset of them (pluggy passes only the names it asks for), so new
-    arguments can be added later without breaking plugins.
-  * **One call order.** Every hook runs in `--plugins` order (the order of the run config's
-    `plugin_kwargs`), whether its results are collected or the first non-None one wins.
-  * **Options in the constructor.** A plugin is a class (or a module with `create_plugin(**options)`);
-    the host constructs it with its resolved options as keyword arguments, from the run config, on
-    every rank. `gan_add_options` is therefore called on the class before construction and must be a
-    `@staticmethod` (or a module-level function).
-  * **Ranks.** "Every rank" hooks must behave identically on all processes (same tensors, same control
-    flow); "rank 0" hooks run on the process that writes files.
-  * **firstresult** hooks (declared below with `firstresult=True`) may be answered by one enabled
-    plugin only; two plugins answering one is a start-up conflict, never resolved silently.
-  * Tensors placed into networks must live in `@persistence.persistent_class` modules whose source
-    file imports only torch, numpy, dnnlib and torch_utils: snapshots must run without the plugin.
+  * **Keyword calls, subset signatures.** An implementation may accept any subset of a hook's arguments
+    (pluggy passes only the names it asks for), so arguments can be added later without breaking plugins.
+  * **One call order**: ``--plugins`` order (the run config's ``plugin_kwargs`` order); ``tryfirst``/``trylast``
+    as pluggy defines them. The baseline ``sg2ada`` (plugins/sg2ada.py) is always registered and answers every
+    firstresult hook ``trylast``: a plugin's answer wins, and there is always one.
+  * **firstresult** hooks may be answered by one enabled plugin besides sg2ada; two plugins answering one is a
+    start-up error naming both, never resolved silently.
+  * **Options in the constructor.** A plugin is a class (or a module with ``create_plugin(**options)``),
+    constructed once per process with its resolved options as keyword arguments. ``gan_add_options`` is called
+    on the class before construction and must be a ``@staticmethod``.
+  * **Ranks.** Hooks run on every rank and must behave identically there (same tensors, same control flow),
+    except those marked "rank 0", which run on the process that writes files.
+  * Tensors placed into networks must live in ``@persistence.persistent_class`` modules whose source file imports
+    only torch, numpy, dnnlib and torch_utils: snapshots must run without the plugin.
+  * Errors: raise ``plugins.PluginError`` with a message that says what to change.
+
+Types: ``RunContext`` and ``OptimizerSpec`` are in training/plugin_api.py; ``LossContext`` and ``LossTerm`` in
+training/loss.py. Report a scalar of your own with ``torch_utils.training_stats.report("Plugin/<name>", value)``:
+it reaches stats.jsonl, TensorBoard/W&B and the run report like the loop's own statistics.
 """
 
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import click
 import numpy as np
 import pluggy
 import torch
 
-PROJECT_NAME = "gan_plugins"  # pluggy project name and entry-point group of third-party plugins.
+from training.loss import LossContext, LossTerm
+from training.plugin_api import SHARED_KEYS, OptimizerSpec, RunContext  # noqa: F401 (SHARED_KEYS: re-exported)
+
+PROJECT_NAME = "gan_plugins"  # pluggy project name and entry-point group of plugins (built-in and third-party).
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
-LossTerm = Tuple[str, float, torch.Tensor]  # (name, weight, per-sample tensor [N] or scalar)
-
-# Published state: ``jobs.shared`` (gan_step) is one dict for all plugins, where a plugin publishes a value
-# that others read, so methods compose without importing each other. Write in gan_step; read at any later
-# point of the iteration (keep a reference to the dict). Keys and their meaning:
-SHARED_KEYS = {
-    "label_weight": "float in [0, 1]: how strongly the class label acts in this iteration (a plugin that "
-                    "ramps conditioning in, e.g. transitional's lambda_t); absent = 1",
-    "full_res_loss_weight": "float: weight of the full-resolution adversarial terms when a plugin adds terms at "
-                            "another resolution (UTLO's a_c); plugins adding full-resolution adversarial terms of "
-                            "their own scale them by it; absent = 1",
+# Hooks and conventions of API v2 that are gone, with what replaces them (a v2 plugin gets this as its error).
+REMOVED_IN_V3 = {
+    "gan_dataset_ready": "gan_setup(ctx): ctx.dataset and ctx.class_counts (final, after every plugin's labels)",
+    "gan_train_start": "gan_setup(ctx): ctx.G, ctx.D, ctx.G_ema, ctx.device, ctx.rank, ctx.num_gpus, "
+                       "ctx.random_seed, ctx.run_dir, ctx.batch_size",
+    "gan_load_state_dict": "gan_setup(ctx): state = ctx.restored_state(self), applied when your objects are made",
+    "gan_tick": "torch_utils.training_stats.report('Plugin/<name>', value) from any hook (it reaches stats.jsonl)",
+    "gan_train_end": "nothing: write files from gan_step or gan_snapshot_images",
+    "conflicts": "gan_configure(config): raise PluginError when config.plugin_kwargs holds a plugin you cannot "
+                 "run with",
+    "requires_plugins": "gan_configure(config): raise PluginError when config.plugin_kwargs lacks a plugin you need",
+    "lifts_conflict": "gan_configure(config) of the plugin that refuses the combination",
+}
+# Arguments renamed in v3: {hook: {old argument: what to use instead}}.
+RENAMED_ARGS_IN_V3 = {
+    "gan_step": {"jobs": "ctx (a RunContext: ctx.cur_nimg, ctx.batch_idx, ctx.shared, ctx.frozen_D(), ...)",
+                 "cur_nimg": "ctx.cur_nimg", "batch_idx": "ctx.batch_idx"},
 }
 
 
-# ----------------------------------------------------------------------------- setup
+# ----------------------------------------------------------------------------- launcher
 
 
 @hookspec
 def gan_add_options() -> List[click.Option]:
-    """Declare this plugin's command-line options.
+    """Declare this plugin's command-line options. Launcher only; called on the class (a ``@staticmethod``).
 
-    Called on the plugin's class (a ``@staticmethod``) or module before the plugin is constructed,
-    while train.py builds its command; the launching process only. Option names must carry the
-    plugin's prefix (e.g. ``--nt-sigma``); giving one without enabling the plugin is an error. The
-    resolved values become the plugin's constructor keyword arguments (the click destination names)
-    and are recorded in ``training_options.json`` under ``plugin_kwargs``.
+    Option names carry the plugin's prefix (e.g. ``--nt-sigma``); giving one without enabling the plugin is an
+    error. The resolved values become the constructor's keyword arguments (the click destination names) and are
+    recorded in ``training_options.json`` under ``plugin_kwargs``.
     """
 
 
 @hookspec
 def gan_configure(config: Dict[str, Any], dataset_kwargs: Dict[str, Any]) -> None:
-    """Validate and adjust the run configuration before it is written and before networks are built.
+    """Validate and adjust the run configuration before it is written. Launcher only, once per run.
 
-    Called once per run, by the launcher (train.py) on the launching process, after every option is
-    known; the adjusted config is what ``training_options.json`` records and what every rank receives,
-    so a replayed run (``--config``) does not call it again. Keep no state here: the instance that
-    trains is constructed later from the config.
+    The adjusted config is what ``training_options.json`` records and every rank receives, so a replayed run
+    (``--config``) does not call it again. Refuse combinations here: ``config.plugin_kwargs`` lists the enabled
+    plugins with their options, in order. Keep no state: the instances that train are made from the config.
 
-    :param config: the EasyDict passed to the training loop (G_kwargs, D_kwargs, loss_kwargs,
-        batch_size, batch_gpu, fake_labels, total_kimg, ...); change it in place.
+    :param config: the run config (G_kwargs, D_kwargs, loss_kwargs, batch_size, batch_gpu, fake_labels,
+        total_kimg, plugin_kwargs, ...); change it in place.
     :param dataset_kwargs: the training set's kwargs, with ``resolution`` and ``use_labels`` filled in.
-    :raises plugins.PluginError: with a message that says what to change.
     """
 
 
-@hookspec
-def gan_dataset_ready(dataset: Any, class_counts: Optional[np.ndarray]) -> None:
-    """The training set is open. Once per run, every rank, before networks are built.
-
-    :param dataset: the ``training.dataset.Dataset``.
-    :param class_counts: int array [label_dim] for class-labelled data, else None.
-    :raises plugins.PluginError: to stop before networks are built (e.g. labels are required).
-    """
+# ----------------------------------------------------------------------------- setup
 
 
 @hookspec(firstresult=True)
 def gan_label_dim(dataset: Any, label_dim: int) -> Optional[int]:
-    """The width of the networks' labels (c_dim), when it is not the dataset's. Once per run, every rank,
-    after gan_dataset_ready and before networks are built.
+    """The networks' label width (c_dim). Once, before networks are built. sg2ada answers ``label_dim``.
 
-    A plugin that makes its own labels (e.g. k clusters) answers here, on a dataset with or without labels;
-    it then also provides the real labels (gan_real_labels) and usually a label prior (``jobs.set_label_prior``
-    or ``training.networks.set_label_prior``) from which fakes, grids, generate.py and the metrics draw c.
+    A plugin that makes its own labels (e.g. k clusters) answers here; it then also answers gan_real_labels and
+    announces class counts and a label prior from a ``tryfirst`` gan_setup (``ctx.set_class_counts``,
+    ``ctx.set_label_prior``).
 
     :param dataset: the training set.
     :param label_dim: the dataset's label width (0 without ``--cond=1`` or without labels).
-    :returns: the networks' c_dim, or None to keep ``label_dim``.
+    :returns: a positive int.
     """
 
 
@@ -104,51 +117,37 @@ def gan_label_dim(dataset: Any, label_dim: int) -> Optional[int]:
 def gan_extend_networks(G: torch.nn.Module, D: torch.nn.Module, dataset: Any) -> None:
     """Attach extension modules: ``G.mapping.extensions[name] = module``, ``D.extensions[name] = module``.
 
-    Once per run, every rank, right after construction and before optimisers exist (so D extension
-    parameters are trained by D's optimiser) and before resumed weights are copied in.
-
-    :param G: the generator (training copy; G_ema is copied from it afterwards).
-    :param D: the discriminator.
-    :param dataset: the training set.
-    """
-
-
-@hookspec
-def gan_extra_optimizers(G: torch.nn.Module, D: torch.nn.Module, G_opt_kwargs: Mapping[str, Any],
-                         D_opt_kwargs: Mapping[str, Any]) -> Optional[Sequence[Dict[str, Any]]]:
-    """Optimisers for parameters outside G and D (e.g. the trainable heads of a vision-aided discriminator).
-    Once per run, every rank, after networks, extensions and frozen modules exist and before resume.
-
-    :param G: the generator.
-    :param D: the discriminator.
-    :param G_opt_kwargs: G's optimiser kwargs as configured (before the lazy-regularisation ratio).
-    :param D_opt_kwargs: D's, likewise (e.g. to give a head D's learning rate).
-    :returns: a list of dicts ``{name, params, opt_kwargs, step_with}``: ``params`` a list of parameters on
-        the training device, ``opt_kwargs`` like G_opt_kwargs (``class_name``, ``lr``, ``betas``...),
-        ``step_with`` 'G' or 'D'. The loop zeroes them with that network's phases, makes their parameters
-        trainable only during those phases, averages their gradients over ranks, replaces NaN/inf and steps
-        them after each of those phases, with that network's lazy-regularisation ratio applied to ``lr`` and
-        ``betas``; their state is saved in the training state and restored on resume (an optimiser new to
-        a resumed run starts fresh, with a notice).
+    Once, right after construction, before optimisers exist (D's extensions are trained by D's optimiser) and
+    before resumed weights are copied in. A D extension with ``epilogue_head(x, cmap, capture)`` supplies D's output
+    from the epilogue features. Class counts are not known yet: set count-dependent buffers in gan_setup.
     """
 
 
 @hookspec
 def gan_frozen_modules(device: torch.device) -> Optional[Dict[str, torch.nn.Module]]:
-    """Pretrained modules that are used but never trained (e.g. a vision backbone). Once per run, every rank.
+    """Pretrained modules that are used but never trained (e.g. a vision backbone). Once.
 
-    The host moves each to ``device``, puts it in eval mode with ``requires_grad=False``, keeps it out of
-    every optimiser, and never writes it into snapshots or the training state (keep your own reference;
-    gradients may still flow *through* it to G's images).
+    The loop moves each to ``device`` in eval mode without gradients, keeps it out of every optimiser and out of
+    snapshots and the training state (keep your own reference; gradients may flow *through* it).
 
-    :param device: the training device.
-    :returns: {name: module}; names must be unique across plugins.
+    :returns: {name: module}; names unique across plugins.
     """
 
 
 @hookspec
-def gan_check_resume(snapshot: Mapping[str, Any], state: Optional[Mapping[str, Any]]) -> None:
-    """A snapshot is about to be resumed. Once per run, every rank, before its weights are copied.
+def gan_extra_optimizers(G: torch.nn.Module, D: torch.nn.Module, G_opt_kwargs: Dict[str, Any],
+                         D_opt_kwargs: Dict[str, Any]) -> Optional[Sequence[OptimizerSpec]]:
+    """Optimisers for parameters outside G and D (e.g. vision-aided heads). Once, after the core optimisers.
+
+    :param G_opt_kwargs: G's optimiser kwargs as configured (before the lazy-regularisation ratio).
+    :param D_opt_kwargs: D's, likewise (e.g. to give a head D's learning rate).
+    :returns: a list of ``OptimizerSpec`` (training/plugin_api.py says what the loop does with them).
+    """
+
+
+@hookspec
+def gan_check_resume(snapshot: Dict[str, Any], state: Optional[Dict[str, Any]]) -> None:
+    """A snapshot is about to be resumed. Once, before its weights are copied.
 
     :param snapshot: the loaded pickle dict (G, D, G_ema, augment_pipe, training_set_kwargs).
     :param state: the training-state dict, or None for a weights-only resume.
@@ -157,20 +156,23 @@ def gan_check_resume(snapshot: Mapping[str, Any], state: Optional[Mapping[str, A
 
 
 @hookspec
-def gan_train_start(G: torch.nn.Module, D: torch.nn.Module, G_ema: torch.nn.Module, device: torch.device,
-                    rank: int, num_gpus: int, random_seed: int, run_dir: str, batch_size: int) -> None:
-    """Networks, optimisers and the data iterator exist; training is about to start. Once, every rank.
+def gan_register_metrics(register: Any) -> None:
+    """Add metrics. Once per process, on the instances that train (a metric may read their state).
 
-    :param G: the training generator (in train mode between steps).
-    :param D: the discriminator.
-    :param G_ema: the moving-average generator (eval mode; used for snapshots and metrics).
-    :param device: the device this process trains on.
-    :param rank: this process's rank in [0, num_gpus).
-    :param num_gpus: the number of processes.
-    :param random_seed: the run's seed (seed private generators from it and ``rank``).
-    :param run_dir: the run directory. A single-process run creates it only after set-up succeeded, i.e. after
-        this hook: write files there from gan_step / gan_tick on, not here.
-    :param batch_size: real images per iteration, all processes together.
+    :param register: ``metrics.metric_main.register_metric``: ``register(fn, name=..., needs_labels=...)`` for
+        each metric function ``fn(opts) -> dict``.
+    """
+
+
+@hookspec
+def gan_setup(ctx: RunContext) -> None:
+    """The run is set up: networks (resumed weights in), optimisers, dataset, device, run directory. Once.
+
+    Build what the plugin needs here, and restore its state in the same place: ``ctx.restored_state(self)`` is
+    what this plugin's gan_state_dict returned in the resumed run (None for a fresh run). Check requirements on
+    the final label space here (``ctx.class_counts``; None for data without class labels). A plugin that defines
+    the label space (answers gan_label_dim) marks its gan_setup ``tryfirst=True`` and calls
+    ``ctx.set_class_counts`` in it, so the others see its counts. Write files from gan_step on, not here.
     """
 
 
@@ -178,168 +180,117 @@ def gan_train_start(G: torch.nn.Module, D: torch.nn.Module, G_ema: torch.nn.Modu
 
 
 @hookspec
-def gan_step(cur_nimg: int, batch_idx: int, jobs: Any) -> None:
-    """Start of every iteration, before the batch is fetched. Every rank.
+def gan_step(ctx: RunContext) -> None:
+    """Start of every iteration, before the batch is fetched.
 
-    Schedules must be computed from ``cur_nimg`` in closed form (never by counting calls), so that a
-    resumed run continues exactly. Periodic jobs with the data (e.g. re-clustering every N kimg) run here.
-
-    :param cur_nimg: real images shown so far (all ranks together).
-    :param batch_idx: iterations done so far.
-    :param jobs: ``training.training_loop.IterationJobs``: ``D``, ``dataset``, ``device``, ``rank``,
-        ``num_gpus``, ``random_seed``; ``frozen_D()`` (an eval-mode, gradient-free copy of D made on
-        demand); ``on_rank0_then_broadcast(fn)`` (runs ``fn()`` on rank 0 and returns its picklable result
-        on every rank); ``set_class_counts(counts)`` (announces new class counts: gan_class_counts_changed);
-        ``set_label_prior(probs)`` (G's and G_ema's label prior); ``shared`` (published state, see
-        SHARED_KEYS: set values here, read them later in the iteration).
+    Schedules are computed from ``ctx.cur_nimg`` in closed form (never by counting calls), so that a resumed run
+    continues exactly. Periodic jobs with the data (e.g. re-clustering every N kimg) run here. Publish values for
+    other plugins in ``ctx.shared`` (SHARED_KEYS in training/plugin_api.py).
     """
 
 
 @hookspec(firstresult=True)
 def gan_real_labels(images: torch.Tensor, labels: torch.Tensor, cur_nimg: int) -> Optional[torch.Tensor]:
-    """Replace the labels of a real batch (e.g. pseudo-labels). Every rank, identical results.
+    """The labels of a real batch for the networks (e.g. pseudo-labels). sg2ada answers the dataset's.
 
     :param images: the real batch, float [N, C, H, W] in [-1, 1], on the training device.
     :param labels: the dataset's labels for it, float [N, label_dim].
-    :param cur_nimg: real images shown so far.
-    :returns: a float tensor shaped like ``labels``, or None to keep them.
+    :returns: float [N, c_dim].
     """
 
 
 @hookspec(firstresult=True)
 def gan_sample_fake_labels(n: int, rng: np.random.RandomState, dataset: Any, class_counts: Optional[np.ndarray],
-                           real_labels: torch.Tensor) -> Optional[np.ndarray]:
-    """Labels for ``n`` generated images (all phases of one iteration). Every rank.
+                           real_labels: torch.Tensor) -> Optional[Union[np.ndarray, torch.Tensor]]:
+    """Labels for ``n`` generated images (all phases of one iteration). sg2ada answers: G's label prior when it has
+    one, else ``--fake-labels`` (class frequencies of the dataset, or uniform over the present classes).
 
-    :param n: how many labels.
     :param rng: the trainer's numpy RandomState (saved in the training state for exact resume).
-    :param dataset: the training set.
     :param class_counts: the current class counts (the dataset's, or the last ``set_class_counts``).
     :param real_labels: this iteration's real labels [batch, c_dim], after gan_real_labels.
-    :returns: float32 [n, c_dim] (one-hot), or None for the default: G's label prior when it has one, else
-        ``--fake-labels``.
+    :returns: float32 [n, c_dim].
     """
 
 
 @hookspec
 def gan_class_counts_changed(class_counts: np.ndarray) -> None:
-    """The classes' image counts changed (a plugin relabelled the data, e.g. re-clustering). Every rank.
+    """The classes' image counts changed (``ctx.set_class_counts``, e.g. after re-clustering).
 
     :param class_counts: int array [c_dim].
     """
 
 
 @hookspec(firstresult=True)
-def gan_grid_labels(grid_size: Tuple[int, int], labels: np.ndarray) -> Optional[np.ndarray]:
-    """Labels of the snapshot grid (``fakes*.png``), when the dataset's do not fit the network. Rank 0.
-
-    :param grid_size: (columns, rows).
-    :param labels: the dataset's labels of the grid's real images, [columns * rows, label_dim].
-    :returns: float32 [columns * rows, c_dim], or None (then G's label prior, else the dataset's labels).
-    """
-
-
-@hookspec(firstresult=True)
 def gan_generator_batch(phase: str, z: torch.Tensor, c: torch.Tensor,
                         cur_nimg: int) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
-    """Rebuild a generator batch (e.g. twins that share z and c). Every rank.
+    """The generator batch of a phase (e.g. twins that share z and c). sg2ada answers (z, c) unchanged.
 
     :param phase: ``'Gmain'`` or ``'Dmain'``.
-    :param z: latents [N, z_dim].
-    :param c: labels [N, c_dim].
-    :param cur_nimg: real images shown so far.
-    :returns: (z, c) of the same shapes, or None to keep them.
+    :returns: (z, c) of the shapes received.
     """
 
 
 @hookspec
 def gan_base_loss_weight(phase: str, cur_nimg: int) -> Optional[float]:
-    """Multiplier of the base adversarial loss terms in ``phase``. Every rank.
+    """Multiplier of the base adversarial terms (Loss/G/loss, Loss/D/fake, Loss/D/real) in ``phase``.
 
-    :param phase: ``'Gmain'`` or ``'Dmain'``.
-    :param cur_nimg: real images shown so far.
-    :returns: a finite float (the weights of all plugins are multiplied), or None for 1.
+    :returns: a finite float (the answers of all plugins are multiplied), or None for 1.
     """
 
 
 @hookspec
-def gan_loss_terms(ctx: Mapping[str, Any]) -> Optional[Sequence[LossTerm]]:
-    """Extra loss terms of one phase and micro-batch. Every rank.
+def gan_loss_terms(ctx: LossContext) -> Optional[Sequence[Union[LossTerm, Tuple[str, float, torch.Tensor]]]]:
+    """Extra loss terms of one pass of a phase on one micro-batch.
 
-    :param ctx: an EasyDict with ``phase``, ``cur_nimg``, ``device``, ``G``, ``D``, ``augment_pipe`` and
-        ``loss`` (the StyleGAN2Loss: ``run_G``, ``run_D`` and ``augment`` are the API for extra passes),
-        plus the phase's data. Gmain: gen_z, gen_c, gen_img, gen_ws, g_capture (mapping streams, block
-        outputs), gen_logits, d_capture (D's features of the fake pass). Greg: gen_z, gen_c, gen_img,
-        gen_ws, g_capture. Dmain: real_img, real_c, real_logits, d_capture (real pass) and the fake batch
-        (gen_z, gen_c, gen_img detached, g_capture). Dreg: real_img, real_img_tmp, real_c, real_logits.
-    :returns: a list of (name, weight, per-sample tensor [N] or scalar). The host adds
-        weight * mean(term) to the phase loss, reports each under ``Loss/<plugin>/<name>`` and refuses
-        non-finite terms or terms of the wrong shape, naming the plugin.
+    ``ctx`` (training/loss.py) says which pass this is (``phase``, ``side``) and holds its tensors, D's captures
+    of every head's logits (``ctx.d_capture['logits']``) and ``ctx.loss`` for extra passes.
+
+    :returns: ``LossTerm(name, weight, value)`` or ``(name, weight, value)`` tuples, ``value`` per sample [N] or a
+        scalar. The loop adds ``weight * mean(value)`` to the pass's loss (times the phase's gain), reports the
+        *unweighted* value as ``Loss/<plugin>/<name>``, and refuses non-finite terms or wrong shapes naming the
+        plugin. A term of weight 0 is reported, not backpropagated. The core terms are Loss/G/loss, Loss/D/fake,
+        Loss/D/real (scaled by gan_base_loss_weight), Loss/G/reg, Loss/D/reg; ``Loss/D/loss`` reports sg2ada's D
+        loss (fake + real, unweighted) and never contains plugin terms.
     """
 
 
 @hookspec(firstresult=True)
-def gan_real_logits(ctx: Mapping[str, Any]) -> Optional[torch.Tensor]:
-    """The real-image logits that feed R1 and the ADA signal (default: D's output). Every rank.
+def gan_real_logits(ctx: LossContext) -> Optional[torch.Tensor]:
+    """The real-image logits that feed R1 and the ADA signal. sg2ada answers ``ctx.real_logits``.
 
-    :param ctx: as for gan_loss_terms in Dmain/Dreg.
-    :returns: a tensor [N, 1] computed from ``ctx.real_img_tmp`` (R1 differentiates it), or None.
+    :param ctx: a Dmain/Dreg pass with side 'real'.
+    :returns: a tensor [N, 1] computed from ``ctx.real_img_tmp`` (R1 differentiates it).
     """
 
 
-# ----------------------------------------------------------------------------- ticks, snapshots, state
+# ----------------------------------------------------------------------------- snapshots and state
+
+
+@hookspec(firstresult=True)
+def gan_grid_labels(grid_size: Tuple[int, int], labels: np.ndarray, c_dim: int, G: torch.nn.Module,
+                    random_seed: int) -> Optional[np.ndarray]:
+    """Labels of the snapshot grid. Rank 0, once. sg2ada answers the dataset's labels of the grid's reals, or,
+    when the networks' classes are not the dataset's, classes drawn from G's label prior.
+
+    :param grid_size: (columns, rows).
+    :param labels: the dataset's labels of the grid's real images, [columns * rows, label_dim].
+    :returns: float32 [columns * rows, c_dim].
+    """
 
 
 @hookspec
 def gan_snapshot_images(G_ema: torch.nn.Module, grid_z: Sequence[torch.Tensor],
                         grid_c: Sequence[torch.Tensor]) -> Optional[Dict[str, np.ndarray]]:
-    """Extra image grids written beside each ``fakesNNNNNN.png``. Rank 0 only.
+    """Image grids written at each image snapshot as ``<prefix><kimg>.png``. Rank 0. sg2ada answers ``fakes``.
 
-    :param G_ema: the moving-average generator (eval mode).
-    :param grid_z: latents of the grid, split into per-GPU batches.
-    :param grid_c: labels of the grid, split likewise.
+    :param grid_z: latents of the grid, split into per-GPU batches; ``grid_c``: labels, split likewise.
     :returns: {file prefix: float images [N, C, H, W] in [-1, 1]}, one image per grid cell.
     """
 
 
 @hookspec
-def gan_tick(cur_nimg: int, stats: Mapping[str, Any]) -> None:
-    """End of a tick, after statistics were collected and before they are written. Every rank.
-
-    :param cur_nimg: real images shown so far.
-    :param stats: {name: EasyDict(num, mean, std)} of the tick (the line stats.jsonl receives).
-    """
-
-
-@hookspec
 def gan_state_dict() -> Optional[Dict[str, Any]]:
-    """Plugin state for an exact resume (beyond network buffers). Rank 0 writes it.
-
-    :returns: a picklable dict, stored in ``training-state-*.pt`` under the plugin's name.
-    """
-
-
-@hookspec
-def gan_load_state_dict(state: Dict[str, Any]) -> None:
-    """Restore what gan_state_dict returned. Every rank, during resume, before gan_train_start.
-
-    :param state: this plugin's dict.
-    """
-
-
-@hookspec
-def gan_register_metrics(register: Callable) -> None:
-    """Add metrics before ``--metrics`` is validated. The launching process and every rank.
-
-    :param register: ``metrics.metric_main.register_metric``; call ``register(fn)`` (or
-        ``register(fn, name=..., needs_labels=True)``) for each metric function ``fn(opts) -> dict``.
-    """
-
-
-@hookspec
-def gan_train_end(cur_nimg: int, run_dir: str) -> None:
-    """Training finished normally (not on an error). Every rank.
-
-    :param cur_nimg: real images shown in all.
-    :param run_dir: the run directory.
+    """Plugin state for an exact resume (beyond network buffers): picklable, stored in ``training-state-*.pt``
+    under the plugin's name. Called on every rank at each checkpoint, after the tick's last iteration (a resumed
+    run continues with the next iteration); rank 0 writes it. It comes back in gan_setup (``ctx.restored_state``).
     """

@@ -1,12 +1,12 @@
-"""The plugin host: discovery, construction from the run config, validation, and the facade the loop calls.
+"""The plugin host: discovery, construction from the run config, and start-up checks.
 
 A run's plugins live in its config as ``plugin_kwargs = {name: {class_name | module, version, source,
 **options}}`` (JSON-able, in ``--plugins`` order). ``PluginHost.from_config(plugin_kwargs)`` constructs
 each plugin with its options as constructor arguments, so the launcher, every torchrun rank and a
 replayed run (``train.py --config=RUN_DIR/training_options.json``) all build the same host.
 
-The loop never touches pluggy directly; it calls PluginHost methods, which enforce the result rules,
-validate returns and name the guilty plugin in errors. Every hook runs in ``--plugins`` order.
+The loop calls pluggy directly (``host.pm.hook.gan_*``); the typed objects of training/plugin_api.py and
+training/loss.py check what hooks return. Every hook runs in ``--plugins`` order.
 """
 
 import importlib
@@ -16,22 +16,12 @@ import os
 import sys
 import warnings
 
-import numpy as np
 import pluggy
-import torch
 
 import dnnlib
 
 from . import PluginError, hookspecs
 
-BUILTINS = {  # name -> "module:Class"
-    "noisytwins": "plugins.noisytwins:NoisyTwins",
-    "utlo": "plugins.utlo:Utlo",
-    "transitional": "plugins.transitional:Transitional",
-    "selfcond": "plugins.selfcond:SelfCond",
-    "vision_aided": "plugins.vision_aided:VisionAided",
-}
-ALIASES = {"vision-aided": "vision_aided"}
 TRACE_ENV = "GAN_PLUGINS_TRACE"
 RESERVED_KEYS = ("class_name", "module", "version", "source")  # plugin_kwargs keys that are not options.
 HOOK_NAMES = sorted(name for name in dir(hookspecs) if name.startswith("gan_"))
@@ -50,11 +40,13 @@ def entry_point_names():
 
 
 def available_plugins():
-    """{name: source} for every plugin that --plugins can name: built-ins and entry points."""
-    found = {name: "built-in" for name in BUILTINS}
-    for name, value in entry_point_names().items():
-        found.setdefault(name, f"entry point ({value})")
-    return found
+    """{name: source} for every plugin that --plugins can name: the entry points of the gan_plugins group (this
+    project's own methods are entry points of its pyproject.toml, like any third-party plugin)."""
+    return {name: _source_of(value) for name, value in entry_point_names().items()}
+
+
+def _source_of(value):
+    return "built-in" if value.startswith("plugins.") else f"entry point ({value})"
 
 
 def _load_entry_point(name):
@@ -143,13 +135,11 @@ class PluginFactory:
 
 def find_plugin(name):
     """The PluginFactory of a --plugins entry: built-in, entry point, 'pkg.module[:Class]' or a .py file."""
-    name = ALIASES.get(name, name)
-    if name in BUILTINS:
-        return PluginFactory(name, _import_object(BUILTINS[name]), "built-in")
     entry_points = entry_point_names()
     if name in entry_points:
         obj, version = _load_entry_point(name)
-        return PluginFactory(name, obj, f"entry point ({entry_points[name]})", version)
+        # An alias (vision-aided) runs under the plugin's own name.
+        return PluginFactory(getattr(obj, "plugin_name", None) or name, obj, _source_of(entry_points[name]), version)
     if name.endswith(".py") and os.path.isfile(os.path.expanduser(name)):
         path = os.path.abspath(os.path.expanduser(name))
         obj = _import_object(path)
@@ -159,7 +149,7 @@ def find_plugin(name):
         obj = _import_object(name)
         return PluginFactory(getattr(obj, "plugin_name", None) or name.rsplit(".", 1)[-1].split(":")[-1], obj,
                              f"module ({name})")
-    valid = ", ".join(sorted(available_plugins()))
+    valid = ", ".join(sorted(available_plugins())) or "none (is the project installed? pip install -e .)"
     raise PluginError(f"--plugins: unknown plugin {name!r}. Available: {valid}. "
                       "A third-party plugin can also be given as a module path (mypkg.plugin) or a .py file.")
 
@@ -214,30 +204,42 @@ def construct_plugin(name, kwargs):
 
 
 class PluginHost:
-    """The enabled plugins, registered with pluggy, validated, and called through typed methods."""
+    """The enabled plugins and the sg2ada baseline, registered with one pluggy PluginManager (``host.pm``), and
+    checked at start-up. The loop calls ``host.pm.hook.gan_*`` directly; ``each`` is for the few hooks whose
+    answers must be attributed to their plugin (loss terms, optimisers, state)."""
 
     def __init__(self, plugins=()):
         """plugins: [(name, object) or (name, object, source)] in --plugins order (objects already constructed)."""
+        from .sg2ada import PLUGIN_NAME as BASELINE
+        from .sg2ada import Sg2Ada
+
         self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
-        self.plugins = {}  # {name: plugin object}, in --plugins order.
+        self.plugins = {}  # {name: plugin object}, in --plugins order (the baseline is not listed).
         self.sources = {}
-        # Published state: values one plugin sets for others to read (gan_step's jobs.shared; keys and
-        # meanings in hookspecs.SHARED_KEYS). Every rank holds the same values.
-        self.shared = {}
+        self.metrics_registered = False
         for entry in plugins:
             name, obj, source = (*entry, "object")[:3]
-            if name in self.plugins:
-                raise PluginError(f"plugin {name!r} is enabled twice")
+            if name in self.plugins or name == BASELINE:
+                raise PluginError(f"plugin {name!r} is enabled twice" if name != BASELINE else
+                                  f"{BASELINE!r} is the baseline, always on; drop it from --plugins")
             self.plugins[name] = obj
             self.sources[name] = source
+        self.check_v2(self.plugins)
+        self._register(BASELINE, Sg2Ada())
         # pluggy calls the last registered implementation first: register in reverse so hooks run in --plugins order.
         for name in reversed(list(self.plugins)):
-            self.pm.register(self.plugins[name], name=name)
+            self._register(name, self.plugins[name])
         if os.environ.get(TRACE_ENV):
             self.pm.add_hookcall_monitoring(self._trace_before, self._trace_after)
         self.validate()
-        self._callers = self._per_plugin_callers()
+        self._callers = {}
+
+    def _register(self, name, obj):
+        try:
+            self.pm.register(obj, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {name!r}: {_v3_hint(str(exc))}") from None
 
     @classmethod
     def from_config(cls, plugin_kwargs):
@@ -256,46 +258,42 @@ class PluginHost:
 
     # ------------------------------------------------------------------ validation
 
+    @staticmethod
+    def check_v2(plugins):
+        """A plugin written against API v2 is told what changed, never silently ignored."""
+        for name, obj in plugins.items():
+            for attr, replacement in hookspecs.REMOVED_IN_V3.items():
+                if getattr(obj, attr, None) is not None:
+                    raise PluginError(f"plugin {name!r} uses {attr}, removed in plugin API v3; use {replacement} "
+                                      "(docs/plugins.md, 'Porting from v2')")
+
     def validate(self):
-        """Start-up checks, after every option is known: misspelt hooks, conflicts, requirements, firstresult."""
+        """Start-up checks: misspelt hooks, plugins without hooks, two answers to one firstresult hook."""
+        from .sg2ada import PLUGIN_NAME as BASELINE
+
         for name, obj in self.plugins.items():
             for attr in dir(obj):
                 if attr not in HOOK_NAMES and self.pm.parse_hookimpl_opts(obj, attr) is not None:
                     raise PluginError(f"plugin {name!r} implements a hook that does not exist: {attr}; "
                                       f"did you mean {_closest_hook(attr)}? Valid hooks are listed in plugins/hookspecs.py.")
+            self._warn_unmarked_hooks(name, obj)
+            if not self.pm.get_hookcallers(obj):
+                raise PluginError(f"plugin {name!r} ({self.sources[name]}) implements no hook, so it would do nothing; "
+                                  "check the name in --plugins (a plugin marks its hooks with plugins.hookimpl)")
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
             name = self.pm.get_name(exc.plugin) if exc.plugin is not None else "?"
             raise PluginError(f"plugin {name!r} implements a hook that does not exist: {exc}. "
                               f"Valid hooks are listed in plugins/hookspecs.py.") from None
-        for name, obj in self.plugins.items():
-            self._warn_unmarked_hooks(name, obj)
-            conflicts = getattr(obj, "conflicts", None) or {}
-            if not isinstance(conflicts, dict):
-                conflicts = {other: "" for other in conflicts}
-            for other, reason in conflicts.items():
-                if other in self.plugins and not self._conflict_lifted(name, other):
-                    raise PluginError(f"plugins {name!r} and {other!r} cannot be combined{': ' + reason if reason else ''}")
-            for required in getattr(obj, "requires_plugins", ()):
-                if required not in self.plugins:
-                    raise PluginError(f"plugin {name!r} needs plugin {required!r}; add it to --plugins")
         for hook_name in HOOK_NAMES:
             caller = getattr(self.pm.hook, hook_name)
             if caller.spec is None or not caller.spec.opts.get("firstresult"):
                 continue
-            owners = [impl.plugin_name for impl in reversed(caller.get_hookimpls())]
+            owners = [impl.plugin_name for impl in reversed(caller.get_hookimpls()) if impl.plugin_name != BASELINE]
             if len(owners) > 1:
                 raise PluginError(f"plugins {' and '.join(repr(o) for o in owners)} both implement {hook_name}, "
                                   "which only one plugin may answer; enable only one of them")
-
-    def _conflict_lifted(self, a, b):
-        """A declared conflict is lifted when either plugin, as constructed with its options, opts in."""
-        for this, other in ((a, b), (b, a)):
-            fn = getattr(self.plugins[this], "lifts_conflict", None)
-            if fn is not None and fn(other):
-                return True
-        return False
 
     def _warn_unmarked_hooks(self, name, obj):
         """A gan_* attribute without @hookimpl is silently ignored by pluggy; say so."""
@@ -319,37 +317,58 @@ class PluginHost:
             rows.append((name, self.versions()[name], self.sources[name], hooks))
         return rows
 
-    # ------------------------------------------------------------------ calling helpers
+    # ------------------------------------------------------------------ calling
 
-    def _per_plugin_callers(self):
-        """{hook name: [(plugin name, HookCaller limited to that plugin)]} in --plugins order.
+    def each(self, hook_name, **kwargs):
+        """[(plugin name, answer)] of every plugin implementing hook_name, in call order, None answers included.
 
-        Calls go through pluggy (so hook-call monitoring and tracing see them) one plugin at a time, so
-        that every result can be attributed to its plugin (pluggy drops None results otherwise).
+        Through pluggy one plugin at a time (so hook-call monitoring sees the calls), so that each answer can be
+        attributed to its plugin. Only for hooks that are not firstresult.
         """
-        callers = {}
-        for hook_name in HOOK_NAMES:
-            impls = {impl.plugin_name for impl in getattr(self.pm.hook, hook_name).get_hookimpls()}
-            callers[hook_name] = [
-                (name, self.pm.subset_hook_caller(hook_name, [o for n, o in self.plugins.items() if n != name]))
-                for name in self.plugins if name in impls]
-        return callers
-
-    def _call_each(self, hook_name, **kwargs):
-        """[(plugin name, result)] of every plugin implementing hook_name, in --plugins order."""
+        callers = self._callers.get(hook_name)
+        if callers is None:
+            impls = list(reversed(getattr(self.pm.hook, hook_name).get_hookimpls()))
+            everyone = [self.pm.get_plugin(impl.plugin_name) for impl in impls]
+            callers = self._callers[hook_name] = [
+                (impl.plugin_name, self.pm.subset_hook_caller(hook_name, [o for o in everyone if o is not obj]))
+                for impl, obj in zip(impls, everyone)]
         results = []
-        for name, caller in self._callers[hook_name]:
-            result = caller(**kwargs)
-            if isinstance(result, list):  # Not firstresult: pluggy returns the list of non-None results.
-                result = result[0] if result else None
-            results.append((name, result))
+        for name, caller in callers:
+            answers = caller(**kwargs)  # A list of the one plugin's non-None answer (not firstresult).
+            results.append((name, answers[0] if answers else None))
         return results
 
-    def _first(self, hook_name, **kwargs):
-        for _name, result in self._call_each(hook_name, **kwargs):
-            if result is not None:
-                return result
-        return None
+    def answerer(self, hook_name):
+        """The plugin whose answer a firstresult hook returns (for error messages)."""
+        impls = getattr(self.pm.hook, hook_name).get_hookimpls()
+        return impls[-1].plugin_name if impls else None  # pluggy calls the last one first.
+
+    def register_metrics(self):
+        """gan_register_metrics, once per process: the metrics are bound to these plugin instances."""
+        if not self.metrics_registered:
+            from metrics import metric_main
+
+            self.pm.hook.gan_register_metrics(register=metric_main.register_metric)
+            self.metrics_registered = True
+
+    def check_resume_plugins(self, snapshot, state):
+        """Refuse to resume a run trained with other plugins."""
+        enabled = set(self.plugins)
+        if state is not None and "plugin_names" in state:
+            trained = set(state["plugin_names"])
+            mismatch = trained != enabled
+        else:  # Weights only: the extension modules inside the networks tell which plugins built them.
+            trained = set()
+            for key in ("G", "D"):
+                net = snapshot.get(key)
+                for holder in (getattr(net, "mapping", None), net):
+                    trained |= set(getattr(holder, "extensions", None) or {})
+            trained.discard("label_prior")  # The networks' own (training.networks.LabelPrior), set by any plugin.
+            mismatch = not trained <= enabled  # Plain (e.g. NVIDIA) pickles resume with any plugins.
+        if mismatch:
+            raise PluginError(f"--resume: the snapshot was trained with plugins {sorted(trained) or 'none'}, this run "
+                              f"enables {sorted(enabled) or 'none'}; pass --plugins={','.join(sorted(trained))} "
+                              "to resume it")
 
     @staticmethod
     def _trace_before(hook_name, hook_impls, kwargs):
@@ -362,180 +381,15 @@ class PluginHost:
         if exc is not None:
             sys.stderr.write(f"[plugins] {hook_name} raised {exc.__class__.__name__}: {exc}\n")
 
-    # ------------------------------------------------------------------ setup facade
 
-    def configure(self, config, dataset_kwargs):
-        self.pm.hook.gan_configure(config=config, dataset_kwargs=dataset_kwargs)
-
-    def dataset_ready(self, dataset, class_counts):
-        self.pm.hook.gan_dataset_ready(dataset=dataset, class_counts=class_counts)
-
-    def label_dim(self, dataset, label_dim):
-        result = self._first("gan_label_dim", dataset=dataset, label_dim=label_dim)
-        if result is None:
-            return label_dim
-        if not isinstance(result, (int, np.integer)) or result < 1:
-            raise PluginError(f"gan_label_dim must return a positive int, got {result!r}")
-        return int(result)
-
-    def extend_networks(self, G, D, dataset):
-        self.pm.hook.gan_extend_networks(G=G, D=D, dataset=dataset)
-
-    def extra_optimizers(self, G, D, G_opt_kwargs=None, D_opt_kwargs=None):
-        """[dict(name, params, opt_kwargs, step_with, plugin)] declared by the plugins, validated."""
-        found = []
-        for plugin, result in self._call_each("gan_extra_optimizers", G=G, D=D, G_opt_kwargs=dict(G_opt_kwargs or {}),
-                                              D_opt_kwargs=dict(D_opt_kwargs or {})):
-            for spec in result or []:
-                if not isinstance(spec, dict) or not {"name", "params", "opt_kwargs", "step_with"} <= set(spec):
-                    raise PluginError(f"plugin {plugin!r}: gan_extra_optimizers must return dicts with name, params, "
-                                      f"opt_kwargs and step_with, got {spec!r}")
-                if spec["step_with"] not in ("G", "D"):
-                    raise PluginError(f"plugin {plugin!r}: optimiser {spec['name']!r} has step_with="
-                                      f"{spec['step_with']!r}; use 'G' or 'D'")
-                params = list(spec["params"])
-                if not params or not all(isinstance(p, torch.nn.Parameter) for p in params):
-                    raise PluginError(f"plugin {plugin!r}: optimiser {spec['name']!r} needs a non-empty list of parameters")
-                name = f"{plugin}/{spec['name']}"
-                if any(f["name"] == name for f in found):
-                    raise PluginError(f"plugin {plugin!r} declares optimiser {spec['name']!r} twice")
-                found.append(dict(spec, name=name, params=params, plugin=plugin))
-        return found
-
-    def frozen_modules(self, device):
-        """{name: module} of every plugin's frozen modules, moved to device, in eval mode, without gradients."""
-        modules = {}
-        for plugin, result in self._call_each("gan_frozen_modules", device=device):
-            for name, module in (result or {}).items():
-                if name in modules:
-                    raise PluginError(f"plugin {plugin!r}: frozen module name {name!r} is already taken")
-                if not isinstance(module, torch.nn.Module):
-                    raise PluginError(f"plugin {plugin!r}: frozen module {name!r} is not a torch.nn.Module")
-                modules[name] = module.to(device).eval().requires_grad_(False)
-        return modules
-
-    def check_resume(self, snapshot, state):
-        """Refuse to resume a run trained with other plugins, then let each plugin check the snapshot."""
-        enabled = set(self.plugins)
-        if state is not None and "plugin_names" in state:
-            trained = set(state["plugin_names"])
-            mismatch = trained != enabled
-        else:  # Weights only: the extension modules inside the networks tell which plugins built them.
-            trained = set()
-            for key in ("G", "D"):
-                net = snapshot.get(key)
-                for holder in (getattr(net, "mapping", None), net):
-                    trained |= set(getattr(holder, "extensions", None) or {})
-            mismatch = not trained <= enabled  # Plain (e.g. NVIDIA) pickles resume with any plugins.
-        if mismatch:
-            raise PluginError(f"--resume: the snapshot was trained with plugins {sorted(trained) or 'none'}, this run "
-                              f"enables {sorted(enabled) or 'none'}; pass --plugins={','.join(sorted(trained))} "
-                              "to resume it")
-        self.pm.hook.gan_check_resume(snapshot=snapshot, state=state)
-
-    def on_train_start(self, batch_size=None, **kwargs):
-        self.pm.hook.gan_train_start(batch_size=batch_size, **kwargs)
-
-    def on_train_end(self, cur_nimg, run_dir):
-        self.pm.hook.gan_train_end(cur_nimg=cur_nimg, run_dir=run_dir)
-
-    def register_metrics(self, register):
-        self.pm.hook.gan_register_metrics(register=register)
-
-    # ------------------------------------------------------------------ iteration facade
-
-    def on_step(self, cur_nimg, batch_idx, jobs):
-        self.pm.hook.gan_step(cur_nimg=cur_nimg, batch_idx=batch_idx, jobs=jobs)
-
-    def class_counts_changed(self, class_counts):
-        self.pm.hook.gan_class_counts_changed(class_counts=class_counts)
-
-    def grid_labels(self, grid_size, labels):
-        return self._first("gan_grid_labels", grid_size=grid_size, labels=labels)
-
-    def real_labels(self, images, labels, cur_nimg, c_dim):
-        """The real batch's labels for networks with c_dim classes (a plugin's when the width is its own)."""
-        result = self._first("gan_real_labels", images=images, labels=labels, cur_nimg=cur_nimg)
-        if result is None:
-            if labels.shape[1] != c_dim:
-                raise PluginError(f"the networks have c_dim={c_dim} but the data's labels are {labels.shape[1]} wide "
-                                  "and no plugin provides real labels (gan_real_labels)")
-            return labels
-        if tuple(result.shape) != (labels.shape[0], c_dim):
-            raise PluginError(f"gan_real_labels returned shape {list(result.shape)}, expected {[labels.shape[0], c_dim]}")
-        return torch.as_tensor(result).to(labels.device, torch.float32)
-
-    def sample_fake_labels(self, n, rng, dataset, class_counts, real_labels):
-        return self._first("gan_sample_fake_labels", n=n, rng=rng, dataset=dataset, class_counts=class_counts,
-                           real_labels=real_labels)
-
-    def generator_batch(self, phase, z, c, cur_nimg):
-        result = self._first("gan_generator_batch", phase=phase, z=z, c=c, cur_nimg=cur_nimg)
-        if result is None:
-            return z, c
-        new_z, new_c = result
-        if new_z.shape != z.shape or new_c.shape != c.shape:
-            raise PluginError("gan_generator_batch must return z and c of the shapes it received")
-        return new_z, new_c
-
-    def base_loss_weight(self, phase, cur_nimg):
-        weight = 1.0
-        for name, result in self._call_each("gan_base_loss_weight", phase=phase, cur_nimg=cur_nimg):
-            if result is None:
-                continue
-            if not np.isfinite(float(result)):
-                raise PluginError(f"plugin {name!r}: gan_base_loss_weight returned {result!r}")
-            weight *= float(result)
-        return weight
-
-    def loss_terms(self, ctx, batch_size):
-        """The plugins' validated terms for one pass, as training.loss.LossTerm (owner = the plugin's name)."""
-        from training.loss import LossTerm
-
-        result = []
-        for name, terms in self._call_each("gan_loss_terms", ctx=ctx):
-            for term in terms or []:
-                if not (isinstance(term, (tuple, list)) and len(term) == 3):
-                    raise PluginError(f"plugin {name!r}: gan_loss_terms must return (name, weight, tensor) tuples, got {term!r}")
-                term_name, weight, value = term
-                value = torch.as_tensor(value)
-                if value.ndim > 1 or (value.ndim == 1 and value.shape[0] != batch_size):
-                    raise PluginError(f"plugin {name!r}: loss term {term_name!r} has shape {list(value.shape)}; "
-                                      f"expected a scalar or [{batch_size}] (one value per sample)")
-                if not torch.isfinite(value.detach()).all():
-                    raise PluginError(f"plugin {name!r}: loss term {term_name!r} is not finite in phase {ctx.phase} "
-                                      f"at kimg {ctx.cur_nimg / 1000:.1f}")
-                if not np.isfinite(float(weight)):
-                    raise PluginError(f"plugin {name!r}: loss term {term_name!r} has weight {weight!r}")
-                result.append(LossTerm(owner=name, name=str(term_name), weight=float(weight), value=value))
-        return result
-
-    def real_logits_for(self, ctx, default):
-        result = self._first("gan_real_logits", ctx=ctx)
-        return default if result is None else result
-
-    # ------------------------------------------------------------------ tick / state facade
-
-    def snapshot_images(self, G_ema, grid_z, grid_c):
-        images = {}
-        for _name, result in self._call_each("gan_snapshot_images", G_ema=G_ema, grid_z=grid_z, grid_c=grid_c):
-            images.update(result or {})
-        return images
-
-    def on_tick(self, stats, cur_nimg):
-        self.pm.hook.gan_tick(cur_nimg=cur_nimg, stats=stats)
-
-    def state_dict(self):
-        state = {}
-        for name, result in self._call_each("gan_state_dict"):
-            if result is not None:
-                state[name] = result
-        return state
-
-    def load_state_dict(self, state):
-        for name, caller in self._callers["gan_load_state_dict"]:
-            if name in state:
-                caller(state=state[name])
+def _v3_hint(message):
+    """pluggy's registration error, plus what replaces a v2 argument it names."""
+    for hook, renamed in hookspecs.RENAMED_ARGS_IN_V3.items():
+        if hook in message:
+            for old, new in renamed.items():
+                if repr(old) in message or f"'{old}'" in message:
+                    return f"{message}. In plugin API v3, {hook} receives ctx: use {new} (docs/plugins.md, 'Porting from v2')"
+    return message
 
 
 def _closest_hook(attr):

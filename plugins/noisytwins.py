@@ -47,6 +47,7 @@ def barlow_twins_loss(w1, w2, gamma, eps=1e-5):
 
 class NoisyTwins:
     version = __version__
+    plugin_name = "noisytwins"
 
     def __init__(self, nt_sigma=0.75, nt_beta=0.99, nt_lambda=0.01, nt_gamma=0.05, nt_start_kimg=0, nt_d_noise=True):
         self.sigma = float(nt_sigma)
@@ -62,8 +63,7 @@ class NoisyTwins:
         self.d_generator = None
         self.ext = None
         self.d_ext = None
-        self._resumed_generator_state = None
-        self._resumed_d_generator_state = None
+        self.ema_ext = None
         self.shared = None
 
     @staticmethod
@@ -100,42 +100,42 @@ class NoisyTwins:
                       "correlation estimate is noisy below 16")
 
     @hookimpl
-    def gan_dataset_ready(self, dataset, class_counts):
-        if class_counts is None:
-            raise PluginError(f"plugin 'noisytwins' needs class labels: dataset '{dataset.name}' has none "
-                              "(use --cond=1 with a labelled dataset, or add selfcond)")
-        if self.counts is not None and not np.array_equal(self.counts, class_counts):
-            print("Warning: noisytwins: class counts differ from the resumed run's; lambda_k is recomputed")
-        self.counts = np.asarray(class_counts, dtype=np.int64)
-
-    @hookimpl
     def gan_extend_networks(self, G, D):
-        self.ext = EmbeddingNoise(c_dim=G.c_dim, sigma=self.sigma)
-        G.mapping.extensions["noisytwins"] = self.ext
+        if G.c_dim == 0:
+            raise PluginError("plugin 'noisytwins' needs class labels: the networks are unconditional "
+                              "(use --cond=1 with a labelled dataset, or add selfcond)")
+        G.mapping.extensions["noisytwins"] = EmbeddingNoise(c_dim=G.c_dim, sigma=self.sigma)
         if self.d_noise:  # D is never switched to eval during training, so its noise is on in every D pass.
-            self.d_ext = EmbeddingNoise(c_dim=D.c_dim, sigma=self.sigma)
-            D.mapping.extensions["noisytwins"] = self.d_ext
-        self._set_scales()
+            D.mapping.extensions["noisytwins"] = EmbeddingNoise(c_dim=D.c_dim, sigma=self.sigma)
 
     def _set_scales(self):
         scales = torch.as_tensor(class_scales(self.counts, self.beta), dtype=torch.float32)
-        for ext in (self.ext, self.d_ext):
+        for ext in (self.ext, self.d_ext, self.ema_ext):
             if ext is not None:
                 ext.lambda_k.copy_(scales)
 
     @hookimpl
-    def gan_train_start(self, G, D, device, rank, random_seed):
+    def gan_setup(self, ctx):
+        if ctx.class_counts is None:
+            raise PluginError(f"plugin 'noisytwins' needs class labels: dataset '{ctx.dataset.name}' has no "
+                              "one-hot class labels (use --cond=1 with a labelled dataset, or add selfcond, which makes its own)")
+        self.counts = np.asarray(ctx.class_counts, dtype=np.int64)  # Final: selfcond's clusters are announced first.
+        state = ctx.restored_state(self) or {}
+        if state.get("counts") is not None and list(self.counts) != state["counts"]:
+            print("Warning: noisytwins: the resumed run had other class counts; lambda_k follows the current data")
+        self.ext = ctx.G.mapping.extensions["noisytwins"]
+        self.ema_ext = ctx.G_ema.mapping.extensions["noisytwins"]
+        self.d_ext = ctx.D.mapping.extensions["noisytwins"] if self.d_noise else None
+        self._set_scales()
         # The noise has its own generators (seeded by run seed and rank) so it never shifts the trainer's RNG;
         # D's is separate so that --nt-d-noise=0 leaves G's noise exactly as it is with D's noise on.
-        self.ext = G.mapping.extensions["noisytwins"]
-        self.d_ext = D.mapping.extensions["noisytwins"] if self.d_noise else None
-        self._set_scales()
-        self.generator = self._make_generator(device, 1000003 * random_seed + rank, self._resumed_generator_state)
+        seed, rank = ctx.random_seed, ctx.rank
+        self.generator = self._make_generator(ctx.device, 1000003 * seed + rank, state.get("generator"))
         self.ext.generator = self.generator
         if self.d_ext is not None:
-            self.d_generator = self._make_generator(device, 2000029 * random_seed + rank + 1,
-                                                    self._resumed_d_generator_state)
+            self.d_generator = self._make_generator(ctx.device, 2000029 * seed + rank + 1, state.get("d_generator"))
             self.d_ext.generator = self.d_generator
+        self.shared = ctx.shared  # Read when the batch is built: another plugin may publish in its gan_step.
 
     @staticmethod
     def _make_generator(device, seed, resumed_state):
@@ -152,10 +152,6 @@ class NoisyTwins:
         self._set_scales()
 
     # ------------------------------------------------------------------ iteration
-
-    @hookimpl
-    def gan_step(self, jobs):
-        self.shared = jobs.shared  # Read when the batch is built: another plugin may publish after this hook.
 
     def twins_active(self, cur_nimg):
         # With a plugin that ramps the class in (transitional), twins are identical while the label has no
@@ -190,10 +186,4 @@ class NoisyTwins:
                     generator=None if self.generator is None else self.generator.get_state(),
                     d_generator=None if self.d_generator is None else self.d_generator.get_state())
 
-    @hookimpl
-    def gan_load_state_dict(self, state):
-        if state.get("counts") is not None and self.counts is not None and list(self.counts) != state["counts"]:
-            print("Warning: noisytwins: the resumed run had other class counts; lambda_k follows the current data")
-        self._resumed_generator_state = state.get("generator")  # Applied when the generators are made.
-        self._resumed_d_generator_state = state.get("d_generator")
 

@@ -31,6 +31,7 @@ CAPTURE_KEY = {"b4in": "b4_in", "fc": "fc"}
 
 class SelfCond:
     version = __version__
+    plugin_name = "selfcond"
 
     def __init__(self, sc_k=100, sc_nimgs=25000, sc_recluster_kimg=1600.0, sc_feature="b4in", sc_fake_labels="reuse",
                  sc_match=True, sc_init_means=True):
@@ -57,8 +58,6 @@ class SelfCond:
         self.indices = None  # Clustering set: dataset indices.
         self.labels = None  # Their cluster ids at the last clustering.
         self.done = -1  # Index of the last clustering: floor(kimg / recluster_kimg) when it ran.
-        self.announced = False
-        self._resumed_D_f = None
 
     @staticmethod
     @hookimpl
@@ -96,27 +95,29 @@ class SelfCond:
             self._check_size(int(dataset_kwargs["max_size"]))
 
     @hookimpl
-    def gan_dataset_ready(self, dataset):
-        self.dataset = dataset
-        self._check_size(len(dataset))
-
-    @hookimpl
     def gan_label_dim(self):
         return self.k
 
-    @hookimpl
-    def gan_train_start(self, D, device, random_seed):
-        self.device = device
-        self.seed = int(random_seed)
+    def cluster_index(self, cur_nimg):
+        """Which clustering is due at cur_nimg: floor(kimg / recluster_kimg)."""
+        return int(cur_nimg // int(round(self.recluster_kimg * 1000)))
+
+    @hookimpl(tryfirst=True)  # The clusters are the label space: announced before the other plugins' gan_setup.
+    def gan_setup(self, ctx):
+        self.dataset = ctx.dataset
+        self._check_size(len(ctx.dataset))
+        self.device = ctx.device
+        self.seed = int(ctx.random_seed)
+        state = ctx.restored_state(self)
+        if state is not None:
+            self._restore(state, ctx.D)
         if self.indices is None:
             n = min(self.nimgs, len(self.dataset))
             self.indices = np.sort(np.random.default_rng(self.seed).choice(len(self.dataset), size=n, replace=False))
-        if self._resumed_D_f is not None:
-            self.D_f = copy.deepcopy(D).eval().requires_grad_(False)
-            self.D_f.load_state_dict(self._resumed_D_f)
-            self._resumed_D_f = None
-        if self.centroids is not None:
-            self._centroids_t = torch.as_tensor(self.centroids, device=device)
+        if self.centroids is None:
+            self._cluster(ctx, ctx.cur_nimg, self.cluster_index(ctx.cur_nimg))
+        else:  # Resumed: tell the trainer and the other plugins the restored counts.
+            self._announce(ctx)
 
     # ------------------------------------------------------------------ clustering
 
@@ -153,31 +154,28 @@ class SelfCond:
                 centroids, labels = clustering.apply_permutation(centroids, labels, perm)
         return dict(centroids=centroids, labels=labels, reseeded=reseeded)
 
-    def _cluster(self, jobs, cur_nimg, cluster_index):
-        self.D_f = jobs.frozen_D()  # Every rank copies D at the same cur_nimg.
-        result = jobs.on_rank0_then_broadcast(lambda: self._kmeans(cluster_index))
+    def _cluster(self, ctx, cur_nimg, cluster_index):
+        self.D_f = ctx.frozen_D()  # Every rank copies D at the same cur_nimg.
+        result = ctx.on_rank0_then_broadcast(lambda: self._kmeans(cluster_index))
         self.centroids, self.labels = result["centroids"], result["labels"]
         self._centroids_t = torch.as_tensor(self.centroids, device=self.device)
         self.counts = np.bincount(self.labels, minlength=self.k)
         self.done = cluster_index
-        self._announce(jobs)
-        if jobs.rank == 0:
+        self._announce(ctx)
+        if ctx.rank == 0:
             print(f"selfcond: clustered {len(self.labels)} images at kimg {cur_nimg / 1000:g}: cluster sizes "
                   f"{self.counts.min()}-{self.counts.max()}, {int((self.counts == 0).sum())} empty, "
                   f"{len(result['reseeded'])} re-seeded")
 
-    def _announce(self, jobs):
-        jobs.set_class_counts(self.counts)  # e.g. NoisyTwins' lambda_k follow the clusters.
-        jobs.set_label_prior(np.maximum(self.counts, 0) + 1e-12)
-        self.announced = True
+    def _announce(self, ctx):
+        ctx.set_class_counts(self.counts)  # e.g. NoisyTwins' lambda_k follow the clusters.
+        ctx.set_label_prior(np.maximum(self.counts, 0) + 1e-12)
 
     @hookimpl
-    def gan_step(self, cur_nimg, jobs):
-        index = int(cur_nimg // int(round(self.recluster_kimg * 1000)))
-        if self.centroids is None or index > self.done:
-            self._cluster(jobs, cur_nimg, index)
-        elif not self.announced:  # Resumed: tell the trainer and other plugins the restored counts.
-            self._announce(jobs)
+    def gan_step(self, ctx):
+        index = self.cluster_index(ctx.cur_nimg)
+        if index > self.done:
+            self._cluster(ctx, ctx.cur_nimg, index)
 
     @hookimpl
     def gan_real_labels(self, images):
@@ -204,8 +202,7 @@ class SelfCond:
                     labels=self.labels, done=self.done,
                     D_f={k: v.detach().cpu() for k, v in self.D_f.state_dict().items()})
 
-    @hookimpl
-    def gan_load_state_dict(self, state):
+    def _restore(self, state, D):
         if state.get("k") != self.k or state.get("feature") != self.feature:
             raise PluginError(f"selfcond: the resumed run used --sc-k={state.get('k')} --sc-feature={state.get('feature')}; "
                               f"this run asks for {self.k} and {self.feature}; use the same values to resume")
@@ -216,7 +213,9 @@ class SelfCond:
         self.indices = np.asarray(state["indices"], dtype=np.int64)
         self.labels = np.asarray(state["labels"], dtype=np.int64)
         self.done = int(state["done"])
-        self._resumed_D_f = state["D_f"]
+        self.D_f = copy.deepcopy(D).eval().requires_grad_(False)
+        self.D_f.load_state_dict(state["D_f"])
+        self._centroids_t = torch.as_tensor(self.centroids, device=self.device)
 
     # ------------------------------------------------------------------ metrics
 

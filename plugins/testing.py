@@ -97,25 +97,29 @@ def build_host(plugins=(), options=None):
     return PluginHost(plugin_entries(plugins, options))
 
 
-def run_tiny_training(run_dir, data, plugins=(), options=None, iterations=2, **overrides):
+def run_tiny_training(run_dir, data, plugins=(), options=None, iterations=2, resume=None, **overrides):
     """Build a Trainer with the tiny config and the given plugins, run `iterations` steps, return it.
 
-    With names only, the plugins travel in the config (`plugin_kwargs`) and the Trainer constructs them,
-    as in a real run; with plugin objects, a host holding them is passed in.
+    With names only, the plugins travel in the config (`plugin_kwargs`), as in a real run. The plugins are
+    constructed once and gan_configure runs on the config, as train.py does. ``resume``: a run directory (its
+    newest complete snapshot and training state: an exact resume, plugin state included) or a snapshot pickle
+    (with the training state beside it when there is one), as ``train.py --resume``.
     """
+    from training.checkpoint import resolve_resume
     from training.training_loop import Trainer
 
     os.makedirs(run_dir, exist_ok=True)
     c = tiny_config(data, run_dir, **overrides)
     c.max_iterations = iterations
+    if resume is not None:
+        c.resume_pkl, c.resume_state = resolve_resume(str(resume), log=lambda *a: None)
     if all(isinstance(p, str) for p in plugins):
         c.plugin_kwargs = make_plugin_kwargs([find_plugin(p) for p in plugins], options)
-        PluginHost.from_config(c.plugin_kwargs).configure(config=c, dataset_kwargs=c.training_set_kwargs)  # The launcher's step.
-        trainer = Trainer(**c)
+        host = PluginHost.from_config(c.plugin_kwargs)
     else:
         host = build_host(plugins, options)
-        host.configure(config=c, dataset_kwargs=c.training_set_kwargs)
-        trainer = Trainer(host=host, **c)
+    host.pm.hook.gan_configure(config=c, dataset_kwargs=c.training_set_kwargs)  # The launcher's step.
+    trainer = Trainer(host=host, **c)
     trainer.run()
     return trainer
 
@@ -128,14 +132,15 @@ def tiny_digits(tmp_path_factory):
 
 @pytest.fixture
 def tiny_trainer(tmp_path, tiny_digits):
-    """Factory: tiny_trainer(plugins=[...], options={name: {...}}, iterations=2, **config overrides) -> Trainer."""
+    """Factory: tiny_trainer(plugins=[...], options={name: {...}}, iterations=2, resume=None, **config overrides)
+    -> Trainer. ``resume=trainer.run_dir`` continues an earlier call's run exactly."""
 
     calls = []
 
-    def make(plugins=(), options=None, iterations=2, **overrides):
+    def make(plugins=(), options=None, iterations=2, resume=None, **overrides):
         run_dir = tmp_path / ("run" if not calls else f"run-{len(calls)}")
         calls.append(run_dir)
         return run_tiny_training(str(run_dir), tiny_digits, plugins=plugins, options=options,
-                                 iterations=iterations, **overrides)
+                                 iterations=iterations, resume=resume, **overrides)
 
     return make

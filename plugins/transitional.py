@@ -33,6 +33,7 @@ def label_weight(cur_nimg, start_kimg, end_kimg):
 
 class Transitional:
     version = __version__
+    plugin_name = "transitional"
 
     def __init__(self, trans_start_kimg=0.0, trans_end_kimg=0.0, trans_with_utlo=False):
         self.start_kimg = float(trans_start_kimg)
@@ -60,10 +61,6 @@ class Transitional:
                          help="transitional: allow --plugins=...utlo... (the merged variant: UTLO's unconditional "
                               "low-resolution layers and loss, transitional's ramped class above them)"),
         ]
-
-    def lifts_conflict(self, other):
-        """utlo + transitional is refused unless --trans-with-utlo asks for the merged variant."""
-        return other == "utlo" and self.with_utlo
 
     def lambda_at(self, cur_nimg):
         return label_weight(cur_nimg, self.start_kimg, self.end_kimg)
@@ -102,19 +99,19 @@ class Transitional:
                 "network feeds it the class embedding too). Resume from an unconditional or a transitional snapshot")
 
     @hookimpl
-    def gan_train_start(self, G, D):
-        self.g_ext = G.mapping.extensions["transitional"]
-        self.d_ext = D.extensions["transitional"]
+    def gan_setup(self, ctx):
+        self.g_ext = ctx.G.mapping.extensions["transitional"]
+        self.d_ext = ctx.D.extensions["transitional"]
+        self.shared = ctx.shared  # full_res_loss_weight (UTLO's a_c) is read when the loss terms are built.
 
     # ------------------------------------------------------------------ iteration
 
     @hookimpl
-    def gan_step(self, cur_nimg, jobs):
-        self.weight = self.lambda_at(cur_nimg)
+    def gan_step(self, ctx):
+        self.weight = self.lambda_at(ctx.cur_nimg)
         for ext in (self.g_ext, self.d_ext):
             ext.lambda_t.fill_(self.weight)  # G_ema receives it with the other buffers.
-        jobs.shared["label_weight"] = self.weight
-        self.shared = jobs.shared  # full_res_loss_weight (UTLO's a_c) is read when the loss terms are built.
+        ctx.shared["label_weight"] = self.weight
         training_stats.report("Progress/transitional_lambda", self.weight)
 
     @hookimpl

@@ -36,10 +36,7 @@ def _bool(value):
 
 class Utlo:
     version = __version__
-    # {other plugin: why}. Lifted when either plugin opts in through lifts_conflict() (the transitional
-    # plugin's opt-in for the merged variant, methods-conditional spec section 4).
-    conflicts = {"transitional": "both change how the class embedding enters the mapping network and which "
-                                 "D logit drives R1 and ADA; pass --trans-with-utlo for the merged variant"}
+    plugin_name = "utlo"
 
     def __init__(self, utlo_res_uc=8, utlo_add_uc=True, utlo_alpha=1.0, utlo_reg_gain="official"):
         self.res_uc = int(utlo_res_uc)
@@ -74,6 +71,12 @@ class Utlo:
 
     @hookimpl
     def gan_configure(self, config, dataset_kwargs):
+        trans = (config.get("plugin_kwargs") or {}).get("transitional")
+        if trans is not None and not _bool(trans.get("trans_with_utlo", False)):
+            # The merged variant is transitional's opt-in (methods-conditional spec section 4).
+            raise PluginError("plugins 'utlo' and 'transitional' cannot be combined as they are: both change how the "
+                              "class embedding enters the mapping network and which D logit drives R1 and ADA; pass "
+                              "--trans-with-utlo=1 for the merged variant, or drop one of them")
         if not self.active:
             return
         resolution = int(dataset_kwargs.resolution)
@@ -98,10 +101,10 @@ class Utlo:
                 loss["pl_weight"] = loss.get("pl_weight", 2) / g_interval
 
     @hookimpl
-    def gan_dataset_ready(self, dataset, class_counts):
-        if self.active and class_counts is None:
-            raise PluginError(f"plugin 'utlo' needs class labels: dataset '{dataset.name}' has none "
-                              "(use --cond=1 with a labelled dataset, or add selfcond)")
+    def gan_setup(self, ctx):
+        if self.active and ctx.class_counts is None:  # Final: selfcond's clusters are announced first.
+            raise PluginError(f"plugin 'utlo' needs class labels: dataset '{ctx.dataset.name}' has no one-hot class "
+                              "labels (use --cond=1 with a labelled dataset, or add selfcond, which makes its own)")
 
     @hookimpl
     def gan_extend_networks(self, G, D):
@@ -127,9 +130,9 @@ class Utlo:
     # ------------------------------------------------------------------ losses
 
     @hookimpl
-    def gan_step(self, jobs):
+    def gan_step(self, ctx):
         if self.active:  # Full-resolution terms of other plugins (transitional's D_uc) take UTLO's a_c too.
-            jobs.shared["full_res_loss_weight"] = loss_weights(self.alpha, self.add_uc)[0]
+            ctx.shared["full_res_loss_weight"] = loss_weights(self.alpha, self.add_uc)[0]
 
     @hookimpl
     def gan_base_loss_weight(self, phase):

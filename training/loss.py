@@ -83,11 +83,35 @@ class LossTerm:
     as ``Loss/<owner>/<name>``. Base adversarial terms (``adversarial=True``) are further scaled by the
     plugins' gan_base_loss_weight and always enter the loss, even at weight 0."""
 
-    owner: str
     name: str
     weight: float
     value: torch.Tensor
+    owner: str = ""  # Set by the loop: the plugin's name, or G / D for the core terms.
     adversarial: bool = False
+
+    @classmethod
+    def from_plugin(cls, plugin, term, ctx, batch_size):
+        """A plugin's answer to gan_loss_terms, ``LossTerm(name, weight, value)`` or ``(name, weight, value)``,
+        checked: a scalar or one value per sample, finite, with a finite weight."""
+        from training.plugin_api import PluginAPIError
+
+        if isinstance(term, cls):
+            name, weight, value = term.name, term.weight, term.value
+        elif isinstance(term, (tuple, list)) and len(term) == 3:
+            name, weight, value = term
+        else:
+            raise PluginAPIError(f"plugin {plugin!r}: gan_loss_terms must return LossTerm(name, weight, value) or "
+                                 f"(name, weight, value) tuples, got {term!r}")
+        value = torch.as_tensor(value)
+        if value.ndim > 1 or (value.ndim == 1 and value.shape[0] != batch_size):
+            raise PluginAPIError(f"plugin {plugin!r}: loss term {name!r} has shape {list(value.shape)}; expected a "
+                                 f"scalar or [{batch_size}] (one value per sample)")
+        if not torch.isfinite(value.detach()).all():
+            raise PluginAPIError(f"plugin {plugin!r}: loss term {name!r} is not finite in phase {ctx.phase} at kimg "
+                                 f"{ctx.cur_nimg / 1000:.1f}")
+        if not np.isfinite(float(weight)):
+            raise PluginAPIError(f"plugin {plugin!r}: loss term {name!r} has weight {weight!r}")
+        return cls(name=str(name), weight=float(weight), value=value, owner=plugin)
 
 
 @dataclasses.dataclass
@@ -183,7 +207,7 @@ class StyleGAN2Loss:
         loss_base = torch.nn.functional.softplus(-gen_logits)  # -log(sigmoid(gen_logits))
         ctx = self._ctx("Gmain", "fake", cur_nimg, gen_z=gen_z, gen_c=gen_c, gen_img=gen_img, gen_ws=gen_ws,
                         g_capture=capture, gen_logits=gen_logits, d_capture=d_capture)
-        return LossPass("Gmain", ctx, [LossTerm("G", "loss", 1.0, loss_base, adversarial=True)])
+        return LossPass("Gmain", ctx, [LossTerm("loss", 1.0, loss_base, owner="G", adversarial=True)])
 
     def _g_pl(self, gen_z, gen_c, cur_nimg):
         """Path-length regularisation on a shrunk batch."""
@@ -202,7 +226,7 @@ class StyleGAN2Loss:
         # `gen_img[:, 0, 0, 0] * 0` keeps every synthesis parameter in the graph (all ranks need a gradient for all).
         ctx = self._ctx("Greg", None, cur_nimg, gen_z=gen_z[:batch_size], gen_c=gen_c[:batch_size], gen_img=gen_img,
                         gen_ws=gen_ws, g_capture=capture)
-        return LossPass("Gpl", ctx, [LossTerm("G", "reg", 1.0, gen_img[:, 0, 0, 0] * 0 + loss_Gpl)])
+        return LossPass("Gpl", ctx, [LossTerm("reg", 1.0, gen_img[:, 0, 0, 0] * 0 + loss_Gpl, owner="G")])
 
     def _d_fake(self, gen_z, gen_c, cur_nimg):
         """Minimise D's logits for generated images."""
@@ -215,7 +239,7 @@ class StyleGAN2Loss:
         loss_Dgen = torch.nn.functional.softplus(gen_logits)
         ctx = self._ctx("Dmain", "fake", cur_nimg, gen_z=gen_z, gen_c=gen_c, gen_img=gen_img, g_capture=g_capture,
                         gen_logits=gen_logits, d_capture=d_capture)
-        return LossPass("Dgen", ctx, [LossTerm("D", "fake", 1.0, loss_Dgen, adversarial=True)])
+        return LossPass("Dgen", ctx, [LossTerm("fake", 1.0, loss_Dgen, owner="D", adversarial=True)])
 
     def _d_real(self, real_img, real_c, fake, do_Dmain, do_Dr1, cur_nimg, select_real_logits):
         """Maximise D's logits for real images (Dmain) and/or apply R1 (Dreg)."""
@@ -238,12 +262,12 @@ class StyleGAN2Loss:
             loss_Dreal = torch.nn.functional.softplus(-real_logits)
             if fake is not None:
                 training_stats.report("Loss/D/loss", torch.nn.functional.softplus(fake.gen_logits.detach()) + loss_Dreal)
-            terms.append(LossTerm("D", "real", 1.0, loss_Dreal, adversarial=True))
+            terms.append(LossTerm("real", 1.0, loss_Dreal, owner="D", adversarial=True))
         if do_Dr1:
             with torch.autograd.profiler.record_function("r1_grads"), conv2d_gradfix.no_weight_gradients():
                 r1_grads = torch.autograd.grad(outputs=[signal_logits.sum()], inputs=[real_img_tmp],
                                                create_graph=True, only_inputs=True)[0]
             r1_penalty = r1_grads.square().sum([1, 2, 3])
             training_stats.report("Loss/r1_penalty", r1_penalty)
-            terms.append(LossTerm("D", "reg", 1.0, r1_penalty * (self.r1_gamma / 2)))
+            terms.append(LossTerm("reg", 1.0, r1_penalty * (self.r1_gamma / 2), owner="D"))
         return LossPass(name, ctx, terms, anchor=real_logits.sum() * 0, ada_signal=signal_logits)

@@ -182,6 +182,8 @@ class Conv2dLayer(torch.nn.Module):
 
 @persistence.persistent_class
 class MappingNetwork(torch.nn.Module):
+    rank_averaged_buffers = ("w_avg",)  # A running mean of the batch: the loop averages it over ranks.
+
     def __init__(self,
         z_dim,                      # Input latent (Z) dimensionality, 0 = no latent.
         c_dim,                      # Conditioning label (C) dimensionality, 0 = no label.

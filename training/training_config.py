@@ -305,7 +305,7 @@ def validate_metrics(opts, host=None):
     from metrics import metric_main
 
     if host is not None:
-        host.register_metrics(register=metric_main.register_metric)
+        host.register_metrics()
     for name in names:
         if not metric_main.is_valid_metric(name):
             raise UserError(f"--metrics: unknown metric {name!r}; valid metrics: {', '.join(metric_main.list_valid_metrics())}")
@@ -317,8 +317,8 @@ def build_config(opts, host):
 
     `host` is the launcher's PluginHost, built from `opts.plugin_kwargs` (which the config records):
     it registers the plugins' metrics and runs gan_configure, once per run, before the config is final.
-    The dataset is opened here for its size and resolution (as NVIDIA's train.py does); its plugin
-    checks (gan_dataset_ready) and the resume pickle's are the training loop's, which runs them once.
+    The dataset is opened here for its size and resolution (as NVIDIA's train.py does); the plugins' checks
+    of the data (gan_setup) and the resume pickle's are the training loop's, which runs them once.
     """
     c = dnnlib.EasyDict()
     from torch_utils import distributed
@@ -368,7 +368,7 @@ def build_config(opts, host):
     if host.plugins:
         desc += "-" + "-".join(host.plugins)
     c.plugin_kwargs = dnnlib.EasyDict(opts.get("plugin_kwargs") or {})
-    host.configure(config=c, dataset_kwargs=c.training_set_kwargs)
+    host.pm.hook.gan_configure(config=c, dataset_kwargs=c.training_set_kwargs)
     if c.fake_labels is None:
         c.fake_labels = "dataset"  # sg2ada's default: labels of random dataset images (class frequencies).
     training_set.close()

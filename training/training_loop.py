@@ -2,8 +2,9 @@
 
 `training_loop(**config)` builds a `Trainer` and runs it. Each step of one iteration is a method:
 fetch_data -> run_phases -> update_ema -> update_ada, and at tick boundaries
-report_tick -> save_images -> save_network -> run_metrics -> write_stats. Plugins take part only through
-`self.host` (plugins.host.PluginHost); this file names no method.
+report_tick -> save_images -> save_network -> run_metrics -> write_stats. Plugins take part only through their
+hooks (`self.pm.hook.gan_*`, pluggy called directly; the lifecycle is in plugins/hookspecs.py); the baseline's
+own answers are the sg2ada plugin's, so this file names no method and has no "no plugin answered" branches.
 """
 
 import copy
@@ -19,6 +20,8 @@ import dnnlib
 from torch_utils import distributed, misc, training_stats
 from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
 from training import checkpoint, image_grid
+from training.loss import LossTerm
+from training.plugin_api import OptimizerSpec, PluginAPIError, RunContext, check_labels
 from training.run_logging import RunLoggers
 
 
@@ -77,6 +80,7 @@ class Trainer:
         self.c = dnnlib.EasyDict(locals())
         del self.c["self"]
         self.host = host if host is not None else build_host(plugin_kwargs)
+        self.pm = self.host.pm
         self.rank = rank
         self.num_gpus = num_gpus
         self.run_dir = run_dir
@@ -90,19 +94,19 @@ class Trainer:
         self.setup_augment()
         self.setup_phases()
         self.setup_counters()
+        plugin_states = None  # {plugin: state} of the resumed training state, None for a fresh run.
         if resume_pkl is not None:
-            self.resume(resume_pkl, resume_state)
+            plugin_states = self.resume(resume_pkl, resume_state)
             if self.cur_nimg >= total_kimg * 1000:
                 raise ValueError(f"--kimg={total_kimg:g}, but the resumed run is already at {self.cur_nimg / 1000:g} "
                                  "kimg; pass a larger --kimg to continue it")
         self.sync_weights()
+        self.ctx = RunContext(self, self.pm.get_name, plugin_states)
+        self.host.register_metrics()
+        self.pm.hook.gan_setup(ctx=self.ctx)  # Once: everything above is final (see plugins/hookspecs.py).
         self.setup_data_iterator()
-        self.jobs = IterationJobs(self)
-        self.register_metrics()
-        self.host.on_train_start(G=self.G, D=self.D, G_ema=self.G_ema, device=self.device, rank=rank,
-                                 num_gpus=num_gpus, random_seed=random_seed, run_dir=run_dir, batch_size=batch_size)
         self.loggers = None
-        self.started = False  # Nothing is written to run_dir before start(): setup errors leave no files.
+        self.started = False  # The first grids and the loggers are written by start().
 
     def start(self):
         """Write the first files into run_dir (the real/fake grids, the loggers); run() calls it if needed."""
@@ -155,11 +159,14 @@ class Trainer:
         if ts.has_labels:
             self.log(f"Fake labels: {self.c.fake_labels or 'dataset'}")
         self.class_counts = ts.class_counts() if ts.has_labels and ts.has_onehot_labels else None
-        self.host.dataset_ready(dataset=ts, class_counts=self.class_counts)
-        self.c_dim = self.host.label_dim(dataset=ts, label_dim=ts.label_dim)  # A plugin may label the data itself.
+        self.c_dim = self.pm.hook.gan_label_dim(dataset=ts, label_dim=ts.label_dim)  # A plugin may label the data.
+        if not isinstance(self.c_dim, (int, np.integer)) or self.c_dim < 0 or (self.c_dim == 0 and ts.label_dim > 0):
+            raise PluginAPIError(f"plugin {self.host.answerer('gan_label_dim')!r}: gan_label_dim must return a "
+                                 f"positive int, got {self.c_dim!r}")
+        self.c_dim = int(self.c_dim)
         if self.c_dim != ts.label_dim:
             self.log(f"Networks' label width: {self.c_dim} (set by a plugin; the dataset's is {ts.label_dim})")
-            self.class_counts = None  # Until the plugin announces its own (jobs.set_class_counts).
+            self.class_counts = None  # Until the plugin announces its own (ctx.set_class_counts in gan_setup).
 
     def build_networks(self):
         c = self.c
@@ -168,11 +175,17 @@ class Trainer:
                       img_channels=self.training_set.num_channels)
         self.G = dnnlib.util.construct_class_by_name(**c.G_kwargs, **common).train().requires_grad_(False)
         self.D = dnnlib.util.construct_class_by_name(**c.D_kwargs, **common).train().requires_grad_(False)
-        self.host.extend_networks(G=self.G, D=self.D, dataset=self.training_set)
+        self.pm.hook.gan_extend_networks(G=self.G, D=self.D, dataset=self.training_set)
         self.G = self.G.train().requires_grad_(False).to(self.device)  # Again: extensions arrive trainable.
         self.D = self.D.train().requires_grad_(False).to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval()
-        self.frozen_modules = self.host.frozen_modules(device=self.device)  # Used by plugins, never trained or saved.
+        self.frozen_modules = {}  # Used by plugins, never trained or saved.
+        for plugin, modules in self.host.each("gan_frozen_modules", device=self.device):
+            for name, module in (modules or {}).items():
+                if name in self.frozen_modules or not isinstance(module, torch.nn.Module):
+                    raise PluginAPIError(f"plugin {plugin!r}: frozen module {name!r} is not a torch.nn.Module or "
+                                         "its name is taken")
+                self.frozen_modules[name] = module.to(self.device).eval().requires_grad_(False)
 
     def setup_augment(self):
         from training.augment import AdaController
@@ -195,17 +208,17 @@ class Trainer:
                                                         augment_pipe=self.augment_pipe, **c.loss_kwargs)
         self.phases = []
         self.extra_optimizers = {}  # {plugin/name: optimiser} declared through gan_extra_optimizers.
-        extra_specs = self.host.extra_optimizers(G=self.G, D=self.D, G_opt_kwargs=c.G_opt_kwargs, D_opt_kwargs=c.D_opt_kwargs)
+        extra_specs = self.extra_optimizer_specs()
         for spec in extra_specs:  # Trainable only during their network's phases, like G and D.
-            for p in spec["params"]:
+            for p in spec.params:
                 p.requires_grad_(False)
         for name, module, opt_kwargs, reg_interval in [("G", self.G, c.G_opt_kwargs, c.G_reg_interval),
                                                        ("D", self.D, c.D_opt_kwargs, c.D_reg_interval)]:
             params = [p for p in module.parameters()]
-            extras = [dnnlib.EasyDict(name=spec["name"], params=spec["params"],
-                                      opt=dnnlib.util.construct_class_by_name(spec["params"], **lazy_reg_opt_kwargs(
-                                          spec["opt_kwargs"], reg_interval)))
-                      for spec in extra_specs if spec["step_with"] == name]
+            extras = [dnnlib.EasyDict(name=spec.name, params=spec.params,
+                                      opt=dnnlib.util.construct_class_by_name(spec.params, **lazy_reg_opt_kwargs(
+                                          spec.opt_kwargs, reg_interval)))
+                      for spec in extra_specs if spec.step_with == name]
             opt = dnnlib.util.construct_class_by_name(params, **lazy_reg_opt_kwargs(opt_kwargs, reg_interval))
             if reg_interval is None:
                 self.phases.append(dnnlib.EasyDict(name=name + "both", module=module, opt=opt, interval=1, extras=extras))
@@ -214,6 +227,23 @@ class Trainer:
                 self.phases.append(dnnlib.EasyDict(name=name + "reg", module=module, opt=opt, interval=reg_interval,
                                                    extras=extras))
             self.extra_optimizers.update({extra.name: extra.opt for extra in extras})
+
+    def extra_optimizer_specs(self):
+        """The plugins' OptimizerSpecs, named <plugin>/<name>."""
+        specs = []
+        c = self.c
+        for plugin, answer in self.host.each("gan_extra_optimizers", G=self.G, D=self.D, G_opt_kwargs=dict(c.G_opt_kwargs),
+                                             D_opt_kwargs=dict(c.D_opt_kwargs)):
+            for spec in answer or []:
+                try:
+                    spec = spec if isinstance(spec, OptimizerSpec) else OptimizerSpec(**spec)
+                except (TypeError, PluginAPIError) as exc:
+                    raise PluginAPIError(f"plugin {plugin!r}: gan_extra_optimizers: {exc}") from None
+                spec.name = f"{plugin}/{spec.name}"
+                if any(s.name == spec.name for s in specs):
+                    raise PluginAPIError(f"plugin {plugin!r} declares optimiser {spec.name!r} twice")
+                specs.append(spec)
+        return specs
 
     def setup_counters(self):
         self.cur_nimg = 0
@@ -264,28 +294,13 @@ class Trainer:
             self.grid_z = torch.randn([labels.shape[0], self.G.z_dim], generator=gen).to(self.device).split(self.batch_gpu)
             self.grid_c = torch.from_numpy(labels).to(self.device).split(self.batch_gpu)
             if self.c.resume_state is None:
-                self.save_images("fakes_init.png")
-
-    def register_metrics(self):
-        """Plugins' metrics, bound to the plugin objects that train (a metric may read their state, e.g. selfcond's
-        clusters); they replace any registered under the same names by the launcher's objects."""
-        from metrics import metric_main
-
-        self.host.register_metrics(register=metric_main.register_metric)
+                self.save_images("_init.png")
 
     def grid_labels(self, dataset_labels):
-        """The grid's labels: a plugin's, else G's label prior when the widths differ, else the dataset's."""
-        n = dataset_labels.shape[0]
-        labels = self.host.grid_labels(grid_size=self.grid_size, labels=dataset_labels)
-        if labels is None and dataset_labels.shape[1] != self.c_dim:
-            prior = misc.label_prior(self.G)
-            probs = prior if prior is not None else np.full([self.c_dim], 1 / self.c_dim)
-            ids = np.random.RandomState(self.c.random_seed).choice(self.c_dim, size=n, p=probs)
-            labels = np.eye(self.c_dim, dtype=np.float32)[ids]
-        labels = dataset_labels if labels is None else np.asarray(labels, dtype=np.float32)
-        if labels.shape != (n, self.c_dim):
-            raise ValueError(f"grid labels have shape {list(labels.shape)}, expected {[n, self.c_dim]}")
-        return labels
+        labels = self.pm.hook.gan_grid_labels(grid_size=self.grid_size, labels=dataset_labels, c_dim=self.c_dim,
+                                              G=self.G, random_seed=self.c.random_seed)
+        return check_labels(labels, dataset_labels.shape[0], self.c_dim, "gan_grid_labels",
+                            self.host.answerer("gan_grid_labels")).numpy()
 
     def resume(self, resume_pkl, resume_state):
         import legacy
@@ -304,7 +319,8 @@ class Trainer:
         if problem is not None:
             raise ValueError(f"--resume={resume_pkl}: {problem}; resume from the run directory (its newest complete "
                              "snapshot is used) or from another snapshot")
-        self.host.check_resume(snapshot=resume_data, state=state)
+        self.host.check_resume_plugins(snapshot=resume_data, state=state)
+        self.pm.hook.gan_check_resume(snapshot=resume_data, state=state)
         for name, module in [("G", self.G), ("D", self.D), ("G_ema", self.G_ema)]:
             if resume_data.get(name) is None:
                 raise ValueError(f"--resume={resume_pkl}: the pickle has no {name!r} network")
@@ -329,9 +345,10 @@ class Trainer:
             self.cur_nimg = self.tick_start_nimg = nimg or 0
             self.log("Notice: no training state beside the pickle; resuming weights only "
                      f"(optimisers and counters start fresh, kimg continues from {kimg or 0}).")
-            return
+            return None
         self.load_state_dict(state)
         self.log(f"Restored training state from {resume_state} at kimg {self.cur_nimg / 1000:.1f}")
+        return dict(state.get("plugins", {}))
 
     # ------------------------------------------------------------------ state for exact resume
 
@@ -347,7 +364,7 @@ class Trainer:
             ada=self.ada.state_dict() if self.ada is not None else None,
             augment_p=float(self.augment_pipe.p) if self.augment_pipe is not None else None,
             rng=self.rng_states(),
-            plugins=self.host.state_dict(),
+            plugins={name: s for name, s in self.host.each("gan_state_dict") if s is not None},
             plugin_names=list(self.host.plugins),
         )
 
@@ -387,33 +404,13 @@ class Trainer:
         checkpoint.restore_rng_states(rng, self.np_rng)
         if "latent" in rng:
             self.z_gen.set_state(rng["latent"])
-        self.host.load_state_dict(state.get("plugins", {}))
 
     # ------------------------------------------------------------------ one iteration
 
     def sample_fake_labels(self, n, real_c):
-        labels = self.host.sample_fake_labels(n=n, rng=self.np_rng, dataset=self.training_set,
-                                              class_counts=self.class_counts, real_labels=real_c)
-        if labels is not None:
-            labels = torch.as_tensor(np.asarray(labels, dtype=np.float32))
-            if tuple(labels.shape) != (n, self.c_dim):
-                raise ValueError(f"gan_sample_fake_labels returned shape {list(labels.shape)}, expected {[n, self.c_dim]}")
-            return labels
-        prior = misc.label_prior(self.G)
-        if prior is not None:  # The networks' own classes (e.g. clusters): draw from G's label prior.
-            onehot = np.zeros([n, self.c_dim], dtype=np.float32)
-            onehot[np.arange(n), self.np_rng.choice(self.c_dim, size=n, p=prior)] = 1
-            return torch.from_numpy(onehot)
-        ts = self.training_set
-        if ts.label_dim != self.c_dim:
-            raise ValueError(f"the networks have c_dim={self.c_dim} but the dataset's labels are {ts.label_dim} wide; "
-                             "the plugin that set the width must sample fake labels or set a label prior")
-        if self.c.fake_labels == "uniform" and ts.label_dim > 0 and ts.has_onehot_labels:  # None = 'dataset'.
-            present = np.flatnonzero(self.class_counts > 0)
-            onehot = np.zeros([n, ts.label_dim], dtype=np.float32)
-            onehot[np.arange(n), present[self.np_rng.randint(len(present), size=n)]] = 1
-            return torch.from_numpy(onehot)
-        return torch.from_numpy(np.stack([ts.get_label(self.np_rng.randint(len(ts))) for _ in range(n)]))
+        labels = self.pm.hook.gan_sample_fake_labels(n=n, rng=self.np_rng, dataset=self.training_set,
+                                                     class_counts=self.class_counts, real_labels=real_c)
+        return check_labels(labels, n, self.c_dim, "gan_sample_fake_labels", self.host.answerer("gan_sample_fake_labels"))
 
     def fetch_data(self):
         with torch.autograd.profiler.record_function("data_fetch"):
@@ -421,7 +418,8 @@ class Trainer:
             self.samples_consumed += real_img.shape[0]
             real_img = real_img.to(self.device).to(torch.float32) / 127.5 - 1
             real_c = real_c.to(self.device)
-            real_c = self.host.real_labels(images=real_img, labels=real_c, cur_nimg=self.cur_nimg, c_dim=self.c_dim)
+            real_c = check_labels(self.pm.hook.gan_real_labels(images=real_img, labels=real_c, cur_nimg=self.cur_nimg),
+                                  real_img.shape[0], self.c_dim, "gan_real_labels", self.host.answerer("gan_real_labels"))
             n = len(self.phases) * self.batch_size
             all_gen_z = torch.randn([n, self.G.z_dim], generator=self.z_gen).to(self.device)
             all_gen_c = self.sample_fake_labels(n, real_c).to(self.device)
@@ -470,10 +468,10 @@ class Trainer:
         opt.step()
 
     def sync_buffers(self):
-        """Average G's running averages of w (w_avg, and a plugin's per-stream ones such as UTLO's w_avg_uc) over
-        ranks: each rank tracked its share of the batch, and the tracking is linear in the batch means, so the
-        average is what one process would have. Other buffers are equal on every rank already."""
-        buffers = [b for name, b in self.G.named_buffers() if "w_avg" in name.rsplit(".", 1)[-1]]
+        """Average over ranks the buffers G's modules declare in ``rank_averaged_buffers`` (running averages of w):
+        each rank tracked its share of the batch, and the tracking is linear in the batch means, so the average is
+        what one process would have. Other buffers are equal on every rank already."""
+        buffers = [getattr(m, name) for m in self.G.modules() for name in getattr(m, "rank_averaged_buffers", ())]
         if self.num_gpus > 1 and buffers:
             flat = torch.cat([b.flatten() for b in buffers])
             torch.distributed.all_reduce(flat)
@@ -500,7 +498,7 @@ class Trainer:
                 training_stats.report("Progress/ada_r", r)
 
     def train_step(self):
-        self.host.on_step(cur_nimg=self.cur_nimg, batch_idx=self.batch_idx, jobs=self.jobs)
+        self.pm.hook.gan_step(ctx=self.ctx)
         data = self.fetch_data()
         self.run_phases(data)
         self.update_ema()
@@ -541,18 +539,17 @@ class Trainer:
             self.log(f"Warning: augmentation probability p={p:.2f} is high: D overfits strongly; "
                      "consider more data, --mirror=1 or a smaller network.")
 
-    def save_images(self, name):
-        images = []
-        with torch.no_grad():
-            for z, c in zip(self.grid_z, self.grid_c):
-                images.append(self.G_ema(z=z, c=c, noise_mode="const").cpu())
-        images = torch.cat(images).numpy()
-        self.last_grid = os.path.join(self.run_dir, name)
-        image_grid.save_image_grid(images, self.last_grid, drange=[-1, 1], grid_size=self.grid_size)
-        for extra_name, extra_images in self.host.snapshot_images(G_ema=self.G_ema, grid_z=self.grid_z,
-                                                                   grid_c=self.grid_c).items():
-            image_grid.save_image_grid(extra_images, os.path.join(self.run_dir, f"{extra_name}{name[5:]}"),
-                                       drange=[-1, 1], grid_size=self.grid_size)
+    def save_images(self, suffix):
+        """Every plugin's grids (sg2ada's is fakes) as <prefix><suffix>."""
+        grids = {}
+        for _plugin, answer in self.host.each("gan_snapshot_images", G_ema=self.G_ema, grid_z=self.grid_z,
+                                              grid_c=self.grid_c):
+            grids.update(answer or {})
+        for prefix, images in grids.items():
+            path = os.path.join(self.run_dir, f"{prefix}{suffix}")
+            image_grid.save_image_grid(images, path, drange=[-1, 1], grid_size=self.grid_size)
+            if prefix == "fakes":
+                self.last_grid = path
 
     def save_network(self):
         """Snapshot, then its training state bound to it by SHA-256 (see training/checkpoint.py)."""
@@ -615,7 +612,6 @@ class Trainer:
     def write_stats(self, timestamp):
         self.stats_collector.update()
         stats_dict = self.stats_collector.as_dict()
-        self.host.on_tick(stats=stats_dict, cur_nimg=self.cur_nimg)
         if self.loggers is not None:
             self.loggers.write(stats_dict, self.stats_metrics, timestamp=timestamp, cur_nimg=self.cur_nimg)
         self.stats_metrics = dict()
@@ -629,7 +625,7 @@ class Trainer:
         snap = self.cur_tick % (self.c.network_snapshot_ticks or 1) == 0 or done
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             if self.rank == 0 and self.c.image_snapshot_ticks is not None and (done or self.cur_tick % self.c.image_snapshot_ticks == 0):
-                self.save_images(f"fakes{self.cur_nimg // 1000:06d}.png")
+                self.save_images(f"{self.cur_nimg // 1000:06d}.png")
             if self.c.network_snapshot_ticks is not None and snap:
                 snapshot_pkl = self.save_network()
                 self.prune_state_checkpoints()
@@ -702,7 +698,6 @@ class Trainer:
                 break
         if self.loggers is not None:
             self.loggers.close()
-        self.host.on_train_end(cur_nimg=self.cur_nimg, run_dir=self.run_dir)
         self.print_summary()
         self.log("Exiting...")
 
@@ -713,8 +708,8 @@ class Trainer:
 
 def transfer_gaps(src, dst):
     """(tensors of dst's own network that src lacks, tensors of src that dst has no place for). Plugin extensions,
-    modules a plugin removed (e.g. a head replaced by its own) and a label mapping that src lacks (an
-    unconditional pickle for a plugin that adds conditioning) do not count: plugins may resume plain pickles."""
+    modules a plugin removed (e.g. a head replaced by its own) and the label embedding of an unconditional src
+    (a plugin that adds conditioning to a plain pickle) do not count: plugins may resume plain pickles."""
     src_names = {name for name, _ in misc.named_params_and_buffers(src)}
     dst_names = {name for name, _ in misc.named_params_and_buffers(dst)}
 
@@ -733,7 +728,10 @@ def transfer_gaps(src, dst):
             parent = head
         return False
 
-    missing = sorted(n for n in dst_names - src_names if core(n) and not n.startswith("mapping."))
+    def new_embedding(name):
+        return name.startswith("mapping.embed.") and getattr(src, "c_dim", None) == 0
+
+    missing = sorted(n for n in dst_names - src_names if core(n) and not new_embedding(n))
     unused = sorted(n for n in src_names - dst_names if core(n) and not _safe(removed, n, dst))
     return missing, unused
 
@@ -757,70 +755,33 @@ def lazy_reg_opt_kwargs(opt_kwargs, reg_interval):
     return opt_kwargs
 
 
-class IterationJobs:
-    """What gan_step's periodic jobs may use: the data, D, a frozen copy of D, and cross-rank helpers."""
-
-    def __init__(self, trainer):
-        self._trainer = trainer
-        self.dataset = trainer.training_set
-        self.device = trainer.device
-        self.rank = trainer.rank
-        self.num_gpus = trainer.num_gpus
-        self.random_seed = trainer.c.random_seed
-        self.shared = trainer.host.shared  # Published plugin state (hookspecs.SHARED_KEYS).
-
-    @property
-    def D(self):
-        return self._trainer.D
-
-    def frozen_D(self):
-        """A copy of D in eval mode without gradients (e.g. to embed images for clustering)."""
-        D = copy.deepcopy(self._trainer.D).eval().requires_grad_(False)
-        for param in D.parameters():
-            param.grad = None  # The copy needs no gradient buffers (deepcopy would duplicate D's).
-        return D
-
-    def on_rank0_then_broadcast(self, fn):
-        """fn() on rank 0, its (picklable) result on every rank: identical decisions on all processes."""
-        if self.num_gpus == 1:
-            return fn()
-        box = [fn() if self.rank == 0 else None]
-        torch.distributed.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def set_class_counts(self, counts):
-        """New per-class image counts of the networks' classes: stored, then gan_class_counts_changed."""
-        counts = np.asarray(counts, dtype=np.int64)
-        if counts.shape != (self._trainer.c_dim,):
-            raise ValueError(f"set_class_counts needs {self._trainer.c_dim} counts, got shape {list(counts.shape)}")
-        self._trainer.class_counts = counts
-        self._trainer.host.class_counts_changed(class_counts=counts)
-
-    def set_label_prior(self, probs):
-        """G's (and G_ema's) label prior, from which fakes, grids, generate.py and the metrics draw c."""
-        from training.networks import set_label_prior
-
-        for G in (self._trainer.G, self._trainer.G_ema):
-            set_label_prior(G, probs)
-
-
 def accumulate_gradients(loss, host, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg, ada_signal=None):
     """Run one phase on one micro-batch: the one place where loss terms are weighted, reported, summed and
     backpropagated. Each pass of the phase (loss.passes) gets the plugins' terms for its context, then
     `sum(mean(term) * weight) * gain` is backpropagated before the next pass runs."""
-    for loss_pass in loss.passes(phase, real_img, real_c, gen_z, gen_c, cur_nimg, rebuild_batch=host.generator_batch,
-                                 select_real_logits=host.real_logits_for):
+    hook = host.pm.hook
+
+    def rebuild_batch(phase, z, c, cur_nimg):
+        new_z, new_c = hook.gan_generator_batch(phase=phase, z=z, c=c, cur_nimg=cur_nimg)
+        if new_z.shape != z.shape or new_c.shape != c.shape:
+            raise PluginAPIError(f"plugin {host.answerer('gan_generator_batch')!r}: gan_generator_batch must return z "
+                                 "and c of the shapes it received")
+        return new_z, new_c
+
+    for loss_pass in loss.passes(phase, real_img, real_c, gen_z, gen_c, cur_nimg, rebuild_batch=rebuild_batch,
+                                 select_real_logits=lambda ctx, default: hook.gan_real_logits(ctx=ctx)):
         ctx = loss_pass.ctx
-        terms = loss_pass.terms + host.loss_terms(ctx, batch_size=_batch_size_of(ctx))
+        check_finite_terms(loss_pass.terms, ctx.phase, cur_nimg)  # Plugin terms check themselves.
+        terms = loss_pass.terms + [LossTerm.from_plugin(plugin, term, ctx, _batch_size_of(ctx))
+                                   for plugin, answer in host.each("gan_loss_terms", ctx=ctx) for term in answer or []]
         base_weight = None
         total = loss_pass.anchor if loss_pass.anchor is not None else 0
-        check_finite_terms(loss_pass.terms, ctx.phase, cur_nimg)  # Plugin terms are checked by the host.
         for term in terms:
             training_stats.report(f"Loss/{term.owner}/{term.name}", term.value)
             weight = float(term.weight)
             if term.adversarial:
                 if base_weight is None:
-                    base_weight = host.base_loss_weight(phase=ctx.phase, cur_nimg=cur_nimg)
+                    base_weight = base_loss_weight(host, phase=ctx.phase, cur_nimg=cur_nimg)
                 weight *= base_weight
             elif weight == 0:
                 continue  # A switched-off plugin term: reported, not backpropagated.
@@ -829,6 +790,18 @@ def accumulate_gradients(loss, host, phase, real_img, real_c, gen_z, gen_c, gain
             ada_signal(loss_pass.ada_signal)
         with torch.autograd.profiler.record_function(loss_pass.name + "_backward"):
             total.mul(gain).backward()
+
+
+def base_loss_weight(host, phase, cur_nimg):
+    """The product of the plugins' gan_base_loss_weight answers."""
+    weight = 1.0
+    for plugin, answer in host.each("gan_base_loss_weight", phase=phase, cur_nimg=cur_nimg):
+        if answer is None:
+            continue
+        if not np.isfinite(float(answer)):
+            raise PluginAPIError(f"plugin {plugin!r}: gan_base_loss_weight returned {answer!r}")
+        weight *= float(answer)
+    return weight
 
 
 def check_finite_terms(terms, phase, cur_nimg):
@@ -875,15 +848,12 @@ class SetupError(ValueError):
     """The run cannot start with these inputs (data, resume pickle, plugins); the message says why."""
 
 
-def training_loop(on_setup_done=None, **kwargs):
-    """Set up (every input checked, nothing written), call on_setup_done(trainer) (e.g. create the run directory
-    only now), then train."""
+def training_loop(**kwargs):
+    """Set up (every input checked), then train. The launcher made run_dir and removes it if this fails early."""
     try:
         trainer = Trainer(**kwargs)
     except (ValueError, OSError) as exc:  # Bad input found while setting up (DatasetError, PluginError, resume).
         raise SetupError(str(exc)) from exc
-    if on_setup_done is not None:
-        on_setup_done(trainer)
     trainer.run()
     return trainer
 

@@ -17,6 +17,8 @@ from torch_utils.ops import upfirdn2d
 class UnconditionalStream(torch.nn.Module):
     """Mapping extension: adds the 'uc' stream and broadcasts [w_uc] * num_uc_ws + [w_c] * rest."""
 
+    rank_averaged_buffers = ("w_avg_uc",)  # A running mean of the batch: the loop averages it over ranks.
+
     def __init__(self, w_dim, res_uc, num_uc_ws):
         super().__init__()
         self.w_dim = w_dim

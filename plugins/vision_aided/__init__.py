@@ -98,7 +98,6 @@ class VisionAided:
         self.device = torch.device("cpu")
         self.lam = 0.0
         self.shared = {}
-        self._pending_state = None
         self._num_gpus = 1
 
     def _parse_losses(self, spec, aug):
@@ -217,22 +216,21 @@ class VisionAided:
             specs.append(dict(name=self.labels[name], params=list(head.parameters()), step_with="D",
                               opt_kwargs=dict(class_name="torch.optim.Adam", lr=float(D_opt_kwargs.get("lr", 0.002)),
                                               betas=[0, 0.99], eps=1e-8)))
-        if self._pending_state is not None:
-            self._apply_state(self._pending_state)
         return specs
 
     @hookimpl
-    def gan_train_start(self, num_gpus, batch_size):
+    def gan_setup(self, ctx):
         from training.augment import AdaController
 
-        self._num_gpus = int(num_gpus)
+        self._num_gpus = int(ctx.num_gpus)
+        self.shared = ctx.shared
         for name, pipe in self.pipes.items():
-            saved = self.controllers.get(name)
-            controller = AdaController(pipe, target=self.ada_target, ada_kimg=self.ada_kimg, interval=ADA_INTERVAL,
-                                       batch_size=int(batch_size), reduce_fn=_all_reduce_sum if num_gpus > 1 else None)
-            if isinstance(saved, dict):
-                controller.load_state_dict(saved)
-            self.controllers[name] = controller
+            self.controllers[name] = AdaController(pipe, target=self.ada_target, ada_kimg=self.ada_kimg,
+                                                   interval=ADA_INTERVAL, batch_size=int(ctx.batch_size),
+                                                   reduce_fn=_all_reduce_sum if ctx.num_gpus > 1 else None)
+        state = ctx.restored_state(self)
+        if state is not None:
+            self._apply_state(state)
 
     # ------------------------------------------------------------------ every iteration
 
@@ -240,8 +238,8 @@ class VisionAided:
         return cur_nimg >= self.warmup_kimg * 1000
 
     @hookimpl
-    def gan_step(self, cur_nimg, batch_idx, jobs):
-        self.shared = jobs.shared
+    def gan_step(self, ctx):
+        cur_nimg, batch_idx = ctx.cur_nimg, ctx.batch_idx
         self.lam = self.weight if self.active(cur_nimg) else 0.0
         if self.lam > 0 and batch_idx % ADA_INTERVAL == 0:
             for name, controller in self.controllers.items():
@@ -303,15 +301,7 @@ class VisionAided:
             random_init=self.digests.get(name) is None, head_kind=self.head_kind,
         ) for name in self.heads})
 
-    @hookimpl
-    def gan_load_state_dict(self, state):
-        if len(self.heads) < len(self.names):  # Heads are built with the optimisers: apply then.
-            self._pending_state = state
-            return
-        self._apply_state(state)
-
     def _apply_state(self, state):
-        self._pending_state = None
         for name, saved in state.get("backbones", {}).items():
             if name not in self.heads:
                 print(f"vision_aided: the resumed run had backbone {name!r}, which is not in --va-backbones; dropped")
@@ -327,8 +317,8 @@ class VisionAided:
             self.heads[name].load_state_dict({k: v.to(self.device) for k, v in saved["head"].items()})
             if name in self.pipes and saved.get("p") is not None:
                 self.pipes[name].p.copy_(torch.as_tensor(saved["p"]))
-            if saved.get("ada") is not None and name in self.pipes:
-                self.controllers[name] = saved["ada"]  # Becomes an AdaController in gan_train_start.
+            if saved.get("ada") is not None and name in self.controllers:
+                self.controllers[name].load_state_dict(saved["ada"])
         new = [n for n in self.names if n not in state.get("backbones", {})]
         if new:
             print(f"vision_aided: new backbone(s) {', '.join(new)}: their heads start fresh")
