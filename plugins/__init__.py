@@ -4,10 +4,8 @@ Third-party plugins need only `pluggy.HookimplMarker("gan_plugins")`, re-exporte
 """
 
 
-class PluginError(ValueError):
-    """A plugin cannot run with this configuration; the message says why and what to do."""
+from training.plugin_api import PluginError
 
-
-from .hookspecs import PROJECT_NAME, hookimpl  # noqa: E402
+from .hookspecs import PROJECT_NAME, hookimpl
 
 __all__ = ["PROJECT_NAME", "PluginError", "hookimpl"]

@@ -11,6 +11,8 @@ import click
 from plugins import hookimpl, hookspecs
 
 CALLS = []
+RESTORED = []  # (plugin name, ctx.restored_state(plugin)) of each gan_setup.
+INSTANCES = {}  # {plugin name: the newest instance}
 FIRSTRESULT = {name for name in dir(hookspecs) if name.startswith("gan_")
                and getattr(getattr(hookspecs, name), "gan_plugins_spec", {}).get("firstresult")}
 
@@ -23,10 +25,12 @@ def _recorder(plugin_name, hook_name):
         CALLS.append((plugin_name, hook_name))
         if hook_name == "gan_register_metrics":
             args[0](_recording_metric, name="recording_metric")
-        if hook_name == "gan_step" and plugin_name == "rec_a" and args[1] == 0:  # (cur_nimg, batch_idx, jobs)
-            args[2].set_class_counts(args[2].dataset.class_counts())  # Reaches gan_class_counts_changed.
+        if hook_name == "gan_step" and plugin_name == "rec_a" and args[0].batch_idx == 0:  # (ctx,)
+            args[0].set_class_counts(args[0].dataset.class_counts())  # Reaches gan_class_counts_changed.
+        if hook_name == "gan_setup":
+            RESTORED.append((plugin_name, args[0].restored_state(INSTANCES[plugin_name])))
         if hook_name == "gan_state_dict":
-            return {"saved_by": plugin_name}  # Only plugins that saved state are asked to load it.
+            return {"saved_by": plugin_name}  # Comes back in gan_setup of a resumed run (ctx.restored_state).
         return None
 
     return hookimpl(with_signature_of(spec_fn, record))
@@ -50,6 +54,7 @@ class _Recording:
 
     def __init__(self, rec_tag="x"):
         self.rec_tag = rec_tag
+        INSTANCES[self.plugin_name] = self
         for hook_name in dir(hookspecs):
             if hook_name.startswith("gan_") and hook_name != "gan_add_options" and hook_name not in self.skip:
                 setattr(self, hook_name, _recorder(self.plugin_name, hook_name))

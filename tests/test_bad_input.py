@@ -119,10 +119,10 @@ class PoisonD:
     plugin_name = "poison"
 
     @hookimpl
-    def gan_step(self, batch_idx, jobs):
-        if batch_idx == 3:
+    def gan_step(self, ctx):
+        if ctx.batch_idx == 3:
             with torch.no_grad():
-                next(iter(jobs.D.parameters())).view(-1)[0] = float("nan")
+                next(iter(ctx.D.parameters())).view(-1)[0] = float("nan")
 
 
 def test_a_nan_loss_mid_run_stops_naming_the_term_and_no_nan_snapshot(tmp_path, tiny_digits):

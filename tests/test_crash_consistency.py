@@ -88,7 +88,7 @@ def test_a_mismatched_pair_is_refused(tmp_path, tiny_digits, reference):
 
 
 class ListFiles:
-    """Records the run directory's checkpoints at every tick."""
+    """Records the run directory's checkpoints whenever they changed, seen at the start of an iteration."""
 
     plugin_name = "listfiles"
 
@@ -97,22 +97,28 @@ class ListFiles:
         self.run_dir = None
 
     @hookimpl
-    def gan_train_start(self, run_dir):
-        self.run_dir = run_dir
+    def gan_setup(self, ctx):
+        self.run_dir = ctx.run_dir
 
     @hookimpl
-    def gan_tick(self):
-        self.seen.append(sorted(n for n in os.listdir(self.run_dir) if n.endswith(".pkl")))
+    def gan_step(self):
+        self.record()
+
+    def record(self):
+        listing = sorted(n for n in os.listdir(self.run_dir) if n.endswith(".pkl"))
+        if not self.seen or self.seen[-1] != listing:
+            self.seen.append(listing)
 
 
 def test_state_ticks_keep_only_the_newest_checkpoint_between_snapshots(tmp_path, tiny_digits):
     lister = ListFiles()
     trainer = run_tiny_training(str(tmp_path / "run"), tiny_digits, plugins=[lister], iterations=None,
                                 total_kimg=0.064, kimg_per_tick=0.016, network_snapshot_ticks=1000, state_ticks=1)
+    lister.record()  # After the last tick.
     # Tick 0 is a snapshot tick (as upstream); ticks 1-3 write state checkpoints, each replacing the last one.
-    assert lister.seen[0] == ["network-snapshot-000000.pkl"]
-    assert lister.seen[1] == ["network-snapshot-000000-000000024.pkl", "network-snapshot-000000.pkl"]
-    assert lister.seen[2] == ["network-snapshot-000000-000000040.pkl", "network-snapshot-000000.pkl"]
+    assert lister.seen[0] == [] and lister.seen[1] == ["network-snapshot-000000.pkl"]
+    assert lister.seen[2] == ["network-snapshot-000000-000000024.pkl", "network-snapshot-000000.pkl"]
+    assert lister.seen[3] == ["network-snapshot-000000-000000040.pkl", "network-snapshot-000000.pkl"]
     assert lister.seen[-1] == ["network-snapshot-000000-000000064.pkl", "network-snapshot-000000.pkl"]
     snap, state = checkpoint.resolve_resume(trainer.run_dir, log=lambda *a: None)
     assert checkpoint.snapshot_nimg(snap) == 64 and state is not None

@@ -1,4 +1,4 @@
-"""Plugin host v2: plugins carried in the run config, one call order, every hook exercised, replay of a run."""
+"""Plugin host v3: plugins carried in the run config, one call order, every hook exercised, replay of a run."""
 
 import glob
 import hashlib
@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-import dnnlib
 from plugins import PluginError, hookimpl, hookspecs
 from plugins.host import HOOK_NAMES, PluginHost, construct_plugin, find_plugin, make_plugin_kwargs
 from plugins.testing import run_tiny_training
@@ -70,9 +69,11 @@ def test_gan_add_options_must_be_static():
 def test_every_hook_runs_once_per_run_in_plugins_order(tmp_path, tiny_digits):
     """B before A although A sorts first; every hook of hookspecs.py is implemented and called."""
     recording_plugins.CALLS.clear()
+    recording_plugins.RESTORED.clear()
     first = run_tiny_training(str(tmp_path / "a"), tiny_digits, plugins=[B, A], iterations=2,
                               metrics=["recording_metric"], network_snapshot_ticks=1)
-    once = ["gan_configure", "gan_dataset_ready", "gan_extend_networks", "gan_train_start", "gan_train_end"]
+    once = ["gan_configure", "gan_extend_networks", "gan_frozen_modules", "gan_extra_optimizers",
+            "gan_register_metrics", "gan_setup"]
     for hook in once + ["gan_add_options"]:
         assert calls_of(hook) == ["rec_b", "rec_a"], hook
     pkl, state = checkpoint.resolve_resume(first.run_dir)
@@ -86,7 +87,10 @@ def test_every_hook_runs_once_per_run_in_plugins_order(tmp_path, tiny_digits):
             assert set(sequence) == {"rec_a"}, hook
         else:  # Every invocation calls B, then A.
             assert sequence == ["rec_b", "rec_a"] * (len(sequence) // 2) and sequence, (hook, sequence)
-    assert calls_of("gan_check_resume") == ["rec_b", "rec_a"] and calls_of("gan_load_state_dict") == ["rec_b", "rec_a"]
+    assert calls_of("gan_check_resume") == ["rec_b", "rec_a"]
+    # Setup of the fresh run, then of the resumed one: each plugin receives what its gan_state_dict returned.
+    assert recording_plugins.RESTORED == [("rec_b", None), ("rec_a", None), ("rec_b", {"saved_by": "rec_b"}),
+                                          ("rec_a", {"saved_by": "rec_a"})]
 
 
 def snapshot_digest(path):
@@ -143,39 +147,87 @@ def test_failed_setup_leaves_no_run_directory(tmp_path, tiny_digits):
 class _Returns:
     """A plugin whose named hook returns a fixed (bad) value."""
 
+    plugin_name = "bad"
+
     def __init__(self, hook, value):
         setattr(self, hook, hookimpl(recording_plugins.with_signature_of(getattr(hookspecs, hook), lambda *args: value)))
 
 
+ADAM = dict(class_name="torch.optim.Adam", lr=0.001)
 BAD_SEAM_RETURNS = [
-    ("gan_label_dim", 0, "label_dim", dict(dataset=None, label_dim=3), "gan_label_dim must return a positive int"),
-    ("gan_extra_optimizers", [{"name": "x"}], "extra_optimizers", dict(G=None, D=None), "must return dicts with name"),
-    ("gan_extra_optimizers", [dict(name="x", params=[torch.nn.Parameter(torch.zeros(1))], opt_kwargs={}, step_with="E")],
-     "extra_optimizers", dict(G=None, D=None), "step_with='E'; use 'G' or 'D'"),
-    ("gan_extra_optimizers", [dict(name="x", params=[], opt_kwargs={}, step_with="D")], "extra_optimizers",
-     dict(G=None, D=None), "needs a non-empty list of parameters"),
-    ("gan_frozen_modules", {"net": object()}, "frozen_modules", dict(device="cpu"), "is not a torch.nn.Module"),
-    ("gan_loss_terms", [("t", float("inf"), torch.zeros(2))], "loss_terms",
-     dict(ctx=dnnlib.EasyDict(phase="Gmain", cur_nimg=0), batch_size=2), "has weight inf"),
+    ("gan_label_dim", 0, "plugin 'bad': gan_label_dim must return a positive int"),
+    ("gan_extra_optimizers", [{"name": "x"}], "plugin 'bad': gan_extra_optimizers: "),
+    ("gan_extra_optimizers", [dict(name="x", params=[torch.nn.Parameter(torch.zeros(1))], opt_kwargs=ADAM, step_with="E")],
+     "plugin 'bad': gan_extra_optimizers: optimiser 'x' has step_with='E'; use 'G' or 'D'"),
+    ("gan_extra_optimizers", [dict(name="x", params=[], opt_kwargs=ADAM, step_with="D")],
+     "optimiser 'x' needs a non-empty list of torch.nn.Parameter"),
+    ("gan_extra_optimizers", [dict(name="x", params=[torch.nn.Parameter(torch.zeros(1))], opt_kwargs={}, step_with="D")],
+     "opt_kwargs needs a class_name"),
+    ("gan_frozen_modules", {"net": object()}, "plugin 'bad': frozen module 'net' is not a torch.nn.Module"),
+    ("gan_loss_terms", [("t", float("inf"), torch.zeros(8))], "plugin 'bad': loss term 't' has weight inf"),
+    ("gan_loss_terms", [("t", 1.0, torch.zeros(3))], "plugin 'bad': loss term 't' has shape [3]"),
+    ("gan_loss_terms", ["t"], "plugin 'bad': gan_loss_terms must return LossTerm(name, weight, value)"),
+    ("gan_real_labels", torch.zeros([8, 3]), "plugin 'bad': gan_real_labels returned labels of shape [8, 3], expected [8, 10]"),
+    ("gan_sample_fake_labels", np.full([32, 10], np.nan), "plugin 'bad': gan_sample_fake_labels returned non-finite labels"),
+    ("gan_generator_batch", (torch.zeros([1, 16]), torch.zeros([1, 10])), "plugin 'bad': gan_generator_batch must return"),
+    ("gan_base_loss_weight", float("nan"), "plugin 'bad': gan_base_loss_weight returned nan"),
 ]
 
 
-@pytest.mark.parametrize("hook, value, method, kwargs, message", BAD_SEAM_RETURNS)
-def test_bad_seam_returns_name_the_plugin_or_the_hook(hook, value, method, kwargs, message):
-    host = PluginHost([("bad", _Returns(hook, value))])
+@pytest.mark.parametrize("hook, value, message", BAD_SEAM_RETURNS, ids=[f"{h}-{i}" for i, (h, *_r) in enumerate(BAD_SEAM_RETURNS)])
+def test_bad_hook_answers_name_the_plugin_and_the_hook(tiny_trainer, hook, value, message):
     with pytest.raises(PluginError, match=re.escape(message)):
-        getattr(host, method)(**kwargs)
+        tiny_trainer(plugins=[_Returns(hook, value)], iterations=1)
 
 
-def test_plugin_enabled_twice_and_missing_requirement():
+def test_plugin_enabled_twice_or_without_hooks_and_the_baseline_named():
     with pytest.raises(PluginError, match="plugin 'a' is enabled twice"):
         PluginHost([("a", object()), ("a", object())])
+    with pytest.raises(PluginError, match=r"plugin 'path' \(module \(os.path\)\) implements no hook, so it would do nothing"):
+        PluginHost.create(["os.path"])
+    with pytest.raises(PluginError, match="'sg2ada' is the baseline, always on; drop it from --plugins"):
+        PluginHost([("sg2ada", object())])
 
-    class Needs:
-        requires_plugins = ("utlo",)
 
-    with pytest.raises(PluginError, match="plugin 'needs' needs plugin 'utlo'; add it to --plugins"):
-        PluginHost([("needs", Needs())])
+V2_PLUGINS = [
+    ("gan_train_start", "gan_setup(ctx)"), ("gan_dataset_ready", "gan_setup(ctx)"),
+    ("gan_load_state_dict", "ctx.restored_state(self)"), ("gan_tick", "training_stats.report"),
+    ("gan_train_end", "gan_snapshot_images"),
+]
+
+
+@pytest.mark.parametrize("hook, replacement", V2_PLUGINS)
+def test_a_v2_plugin_is_told_what_replaces_a_removed_hook(hook, replacement):
+    plugin = type("V2", (), {hook: hookimpl(lambda self: None)})()
+    with pytest.raises(PluginError, match=f"plugin 'v2' uses {hook}, removed in plugin API v3; use .*{re.escape(replacement)}"):
+        PluginHost([("v2", plugin)])
+
+
+def test_v2_conflict_attributes_and_gan_step_arguments_are_explained():
+    with pytest.raises(PluginError, match="uses requires_plugins, removed in plugin API v3; use gan_configure"):
+        PluginHost([("needs", type("Needs", (), {"requires_plugins": ("utlo",)})())])
+
+    class OldStep:
+        @hookimpl
+        def gan_step(self, cur_nimg, jobs):
+            pass
+
+    with pytest.raises(PluginError, match="In plugin API v3, gan_step receives ctx: use ctx"):
+        PluginHost([("old", OldStep())])
+
+
+def test_firstresult_answers_are_returned_whole(tiny_trainer):
+    """v2 cut a list answer of a firstresult hook to its first element; v3 returns what the plugin answered."""
+    labels = [[0.0] * 9 + [1.0]] * 32
+
+    class ListLabels:
+        @hookimpl
+        def gan_sample_fake_labels(self, n):
+            return labels[:n]
+
+    trainer = tiny_trainer(plugins=[ListLabels()], iterations=1)
+    assert trainer.pm.hook.gan_sample_fake_labels(n=3, rng=None, dataset=None, class_counts=None, real_labels=None) \
+        == labels[:3]
 
 
 def test_module_plugin_with_options_but_no_factory(tmp_path):
@@ -185,13 +237,21 @@ def test_module_plugin_with_options_but_no_factory(tmp_path):
         PluginHost.from_config({"plain": {"module": str(plugin_file), "x": 1}})
 
 
-def test_iteration_job_helpers_refuse_bad_input(tmp_path, tiny_digits):
+def test_run_context_helpers_refuse_bad_input(tmp_path, tiny_digits):
     trainer = run_tiny_training(str(tmp_path / "run"), tiny_digits, iterations=1)
     with pytest.raises(ValueError, match="set_class_counts needs 10 counts, got shape \\[3\\]"):
-        trainer.jobs.set_class_counts([1, 2, 3])
-    with pytest.raises(ValueError, match="grid labels have shape"):
-        trainer.host.grid_labels = lambda grid_size, labels: np.zeros([2, 10])
-        trainer.grid_labels(np.zeros([4, 10], dtype=np.float32))
+        trainer.ctx.set_class_counts([1, 2, 3])
+    assert trainer.ctx.all_reduce_mean(torch.ones(2)).tolist() == [1.0, 1.0]
+
+
+def test_bad_grid_labels_name_the_plugin(tiny_trainer):
+    class Grid:
+        @hookimpl
+        def gan_grid_labels(self):
+            return np.zeros([2, 10])
+
+    with pytest.raises(PluginError, match="plugin 'grid': gan_grid_labels returned labels of shape \\[2, 10\\]"):
+        tiny_trainer(plugins=[Grid()], iterations=1)
 
 
 def test_config_with_other_plugins_and_missing_data_are_refused(tmp_path, tiny_digits):

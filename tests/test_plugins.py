@@ -13,8 +13,8 @@ import torch
 
 import train
 from plugins import PluginError, hookimpl
-from plugins.host import PluginHost, available_plugins
-from plugins.testing import build_host, plugin_entries, run_tiny_training
+from plugins.host import PluginHost, available_plugins, find_plugin, make_plugin_kwargs
+from plugins.testing import build_host, run_tiny_training
 from tests.conftest import REPO, generate_without_project, run_train
 from training import checkpoint
 
@@ -62,30 +62,26 @@ def test_hook_method_without_hookimpl_is_warned_about():
         def gan_loss_terms(self, ctx):  # No @hookimpl: pluggy would silently ignore it.
             return []
 
-    with pytest.warns(UserWarning, match="'forgot': gan_loss_terms is not marked with @hookimpl"):
-        PluginHost([("forgot", Forgot())])
-
-
-class StandInTransitional:
-    """Stands in for the later transitional plugin: UTLO declares the conflict, this opts in when asked."""
-
-    def __init__(self, trans_with_utlo=False):
-        self.trans_with_utlo = trans_with_utlo
-
-    def lifts_conflict(self, other):
-        return other == "utlo" and self.trans_with_utlo
-
-    @hookimpl
-    def gan_configure(self, config):
-        return None
+    with pytest.raises(PluginError, match="plugin 'forgot' .* implements no hook"):
+        with pytest.warns(UserWarning, match="'forgot': gan_loss_terms is not marked with @hookimpl"):
+            PluginHost([("forgot", Forgot())])
 
 
 def test_conflicting_plugins_refused_unless_an_option_opts_in():
-    utlo = plugin_entries(["utlo"])
-    with pytest.raises(PluginError, match="'utlo' and 'transitional' cannot be combined: both change how"):
-        PluginHost(utlo + [("transitional", StandInTransitional())])
-    host = PluginHost(utlo + [("transitional", StandInTransitional(trans_with_utlo=True))])
-    assert list(host.plugins) == ["utlo", "transitional"]
+    """utlo refuses transitional in gan_configure (the run config lists the plugins) unless --trans-with-utlo."""
+    from plugins.testing import tiny_config
+
+    for with_utlo in (False, True):
+        plugin_kwargs = make_plugin_kwargs([find_plugin("utlo"), find_plugin("transitional")],
+                                           {"transitional": {"trans_with_utlo": with_utlo}})
+        host = PluginHost.from_config(plugin_kwargs)
+        c = tiny_config("unused.zip", "unused", resolution=32, plugin_kwargs=plugin_kwargs)
+        if with_utlo:
+            host.pm.hook.gan_configure(config=c, dataset_kwargs=c.training_set_kwargs)
+            assert list(host.plugins) == ["utlo", "transitional"]
+        else:
+            with pytest.raises(PluginError, match="'utlo' and 'transitional' cannot be combined as they are: both change"):
+                host.pm.hook.gan_configure(config=c, dataset_kwargs=c.training_set_kwargs)
 
 
 def test_two_firstresult_answers_are_a_conflict():
@@ -109,11 +105,14 @@ def test_loss_term_validation_names_plugin():
 
     host = build_host([Bad()])
     import dnnlib
+    from training.loss import LossTerm
 
+    ctx = dnnlib.EasyDict(phase="Gmain", cur_nimg=0)
+    (plugin, answer), = host.each("gan_loss_terms", ctx=ctx)
     with pytest.raises(PluginError, match="plugin 'bad'.*'nan' is not finite"):
-        host.loss_terms(dnnlib.EasyDict(phase="Gmain", cur_nimg=0), batch_size=2)
+        LossTerm.from_plugin(plugin, answer[0], ctx, batch_size=2)
     with pytest.raises(PluginError, match=r"shape \[2\]; expected a scalar or \[3\]"):
-        host.loss_terms(dnnlib.EasyDict(phase="Gmain", cur_nimg=0), batch_size=3)
+        LossTerm.from_plugin(plugin, answer[0], ctx, batch_size=3)
 
 
 def test_help_lists_plugin_options_and_list_plugins(capsys):
@@ -184,7 +183,7 @@ def test_resume_restores_plugin_state(tmp_path, tiny_digits):
     host = build_host(["noisytwins", "utlo"], opts)
     c = tiny_config(tiny_digits, str(tmp_path / "b"), resume_pkl=pkl, resume_state=st, max_iterations=1)
     os.makedirs(c.run_dir)
-    host.configure(config=c, dataset_kwargs=c.training_set_kwargs)
+    host.pm.hook.gan_configure(config=c, dataset_kwargs=c.training_set_kwargs)
     trainer = Trainer(host=host, **c)
     assert torch.equal(host.plugins["noisytwins"].generator.get_state(), saved_gen)
     assert "utlo" in trainer.D.extensions and trainer.cur_nimg == first.cur_nimg
@@ -228,11 +227,11 @@ def test_builtins_are_discoverable_and_file_plugins_load(tmp_path):
     """))
     host = PluginHost.create([str(plugin_file)])
     assert list(host.plugins) == ["myplug"]
-    assert host.base_loss_weight(phase="Gmain", cur_nimg=0) == 0.5
+    assert host.each("gan_base_loss_weight", phase="Gmain", cur_nimg=0) == [("myplug", 0.5)]
 
 
 def test_hook_tracing(monkeypatch, capsys):
     monkeypatch.setenv("GAN_PLUGINS_TRACE", "1")
     host = PluginHost.create(["utlo"])
-    host.base_loss_weight(phase="Gmain", cur_nimg=0)
+    host.pm.hook.gan_base_loss_weight(phase="Gmain", cur_nimg=0)
     assert "gan_base_loss_weight -> utlo" in capsys.readouterr().err

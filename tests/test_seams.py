@@ -1,4 +1,4 @@
-"""Host v2 seams, each exercised by a small real plugin: label width and label prior, periodic jobs with the
+"""Host seams, each exercised by a small real plugin: label width and label prior, periodic jobs with the
 data, extra optimisers, frozen modules, fake-side D features in Dmain, the mapping input without c, D's output
 from a plugin's heads, and published state between plugins."""
 
@@ -50,16 +50,16 @@ class BrightnessClasses:
         return torch.nn.functional.one_hot(ids, 3).float()
 
     @hookimpl
-    def gan_step(self, batch_idx, jobs):
-        if batch_idx != 0:
+    def gan_step(self, ctx):
+        if ctx.batch_idx != 0:
             return
-        D_copy = jobs.frozen_D()
-        self.frozen_D_was_copy = D_copy is not jobs.D and not D_copy.training and not any(
+        D_copy = ctx.frozen_D()
+        self.frozen_D_was_copy = D_copy is not ctx.D and not D_copy.training and not any(
             p.requires_grad for p in D_copy.parameters())
-        counts = jobs.on_rank0_then_broadcast(lambda: np.array([10, 30, 60]))
-        jobs.set_class_counts(counts)
-        jobs.set_label_prior(counts)
-        self.steps_with_jobs.append(batch_idx)
+        counts = ctx.on_rank0_then_broadcast(lambda: np.array([10, 30, 60]))
+        ctx.set_class_counts(counts)
+        ctx.set_label_prior(counts)
+        self.steps_with_jobs.append(ctx.batch_idx)
 
 
 class CountsListener:
@@ -155,7 +155,7 @@ class AuxHead:
         return [("real", 1.0, torch.nn.functional.softplus(-self.head(ctx.d_capture["fc"])).squeeze(1))]
 
     @hookimpl
-    def gan_step(self, jobs):
+    def gan_step(self):
         assert not any(p.requires_grad for p in self.head.parameters())  # Trainable only during D's phases.
 
 
@@ -322,8 +322,8 @@ class Publisher:
     plugin_name = "publisher"
 
     @hookimpl
-    def gan_step(self, cur_nimg, jobs):
-        jobs.shared["label_weight"] = 0.0 if cur_nimg < 16 else 1.0
+    def gan_step(self, ctx):
+        ctx.shared["label_weight"] = 0.0 if ctx.cur_nimg < 16 else 1.0
 
 
 class Reader:
@@ -333,8 +333,8 @@ class Reader:
         self.seen = []
 
     @hookimpl
-    def gan_step(self, jobs):
-        self.shared = jobs.shared
+    def gan_setup(self, ctx):
+        self.shared = ctx.shared
 
     @hookimpl
     def gan_loss_terms(self, ctx):

@@ -93,24 +93,24 @@ class LossTerm:
     def from_plugin(cls, plugin, term, ctx, batch_size):
         """A plugin's answer to gan_loss_terms, ``LossTerm(name, weight, value)`` or ``(name, weight, value)``,
         checked: a scalar or one value per sample, finite, with a finite weight."""
-        from training.plugin_api import PluginAPIError
+        from training.plugin_api import PluginError
 
         if isinstance(term, cls):
             name, weight, value = term.name, term.weight, term.value
         elif isinstance(term, (tuple, list)) and len(term) == 3:
             name, weight, value = term
         else:
-            raise PluginAPIError(f"plugin {plugin!r}: gan_loss_terms must return LossTerm(name, weight, value) or "
+            raise PluginError(f"plugin {plugin!r}: gan_loss_terms must return LossTerm(name, weight, value) or "
                                  f"(name, weight, value) tuples, got {term!r}")
         value = torch.as_tensor(value)
         if value.ndim > 1 or (value.ndim == 1 and value.shape[0] != batch_size):
-            raise PluginAPIError(f"plugin {plugin!r}: loss term {name!r} has shape {list(value.shape)}; expected a "
+            raise PluginError(f"plugin {plugin!r}: loss term {name!r} has shape {list(value.shape)}; expected a "
                                  f"scalar or [{batch_size}] (one value per sample)")
         if not torch.isfinite(value.detach()).all():
-            raise PluginAPIError(f"plugin {plugin!r}: loss term {name!r} is not finite in phase {ctx.phase} at kimg "
+            raise PluginError(f"plugin {plugin!r}: loss term {name!r} is not finite in phase {ctx.phase} at kimg "
                                  f"{ctx.cur_nimg / 1000:.1f}")
         if not np.isfinite(float(weight)):
-            raise PluginAPIError(f"plugin {plugin!r}: loss term {name!r} has weight {weight!r}")
+            raise PluginError(f"plugin {plugin!r}: loss term {name!r} has weight {weight!r}")
         return cls(name=str(name), weight=float(weight), value=value, owner=plugin)
 
 

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 
-class PluginAPIError(ValueError):
-    """A hook returned or passed something the API does not accept; the message names the plugin and the fix."""
+class PluginError(ValueError):
+    """A plugin cannot run with this configuration, or a hook answered what the API does not accept; the message
+    names the plugin and says what to do. Plugins import it as ``plugins.PluginError``."""
 
 
 @dataclasses.dataclass
@@ -37,11 +38,11 @@ class OptimizerSpec:
     def __post_init__(self):
         self.params = list(self.params)
         if self.step_with not in ("G", "D"):
-            raise PluginAPIError(f"optimiser {self.name!r} has step_with={self.step_with!r}; use 'G' or 'D'")
+            raise PluginError(f"optimiser {self.name!r} has step_with={self.step_with!r}; use 'G' or 'D'")
         if not self.params or not all(isinstance(p, torch.nn.Parameter) for p in self.params):
-            raise PluginAPIError(f"optimiser {self.name!r} needs a non-empty list of torch.nn.Parameter")
+            raise PluginError(f"optimiser {self.name!r} needs a non-empty list of torch.nn.Parameter")
         if "class_name" not in self.opt_kwargs:
-            raise PluginAPIError(f"optimiser {self.name!r}: opt_kwargs needs a class_name (e.g. 'torch.optim.Adam')")
+            raise PluginError(f"optimiser {self.name!r}: opt_kwargs needs a class_name (e.g. 'torch.optim.Adam')")
 
 
 # Values one plugin publishes in ctx.shared (gan_step) for others to read later in the same iteration, so methods
@@ -102,7 +103,7 @@ class RunContext:
         already read the counts."""
         counts = np.asarray(counts, dtype=np.int64)
         if counts.shape != (self.c_dim,):
-            raise PluginAPIError(f"set_class_counts needs {self.c_dim} counts, got shape {list(counts.shape)}")
+            raise PluginError(f"set_class_counts needs {self.c_dim} counts, got shape {list(counts.shape)}")
         self._trainer.class_counts = counts
         self._trainer.pm.hook.gan_class_counts_changed(class_counts=counts)
 
@@ -138,11 +139,13 @@ class RunContext:
 
 
 def check_labels(labels, n, c_dim, hook, plugin):
-    """A float32 tensor [n, c_dim] from a hook's label answer, or a PluginAPIError naming the plugin."""
+    """A float32 tensor [n, c_dim] from a hook's label answer, or a PluginError naming the plugin."""
     labels = torch.as_tensor(np.asarray(labels, dtype=np.float32) if not torch.is_tensor(labels) else labels)
     if tuple(labels.shape) != (n, c_dim):
-        raise PluginAPIError(f"plugin {plugin!r}: {hook} returned labels of shape {list(labels.shape)}, expected "
+        raise PluginError(f"plugin {plugin!r}: {hook} returned labels of shape {list(labels.shape)}, expected "
                              f"{[n, c_dim]}")
     if not bool(torch.isfinite(labels).all()):
-        raise PluginAPIError(f"plugin {plugin!r}: {hook} returned non-finite labels")
+        raise PluginError(f"plugin {plugin!r}: {hook} returned non-finite labels")
     return labels.to(torch.float32)
+
+PluginAPIError = PluginError  # TEMP alias, removed before commit

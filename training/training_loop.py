@@ -21,7 +21,7 @@ from torch_utils import distributed, misc, training_stats
 from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
 from training import checkpoint, image_grid
 from training.loss import LossTerm
-from training.plugin_api import OptimizerSpec, PluginAPIError, RunContext, check_labels
+from training.plugin_api import OptimizerSpec, PluginError, RunContext, check_labels
 from training.run_logging import RunLoggers
 
 
@@ -161,7 +161,7 @@ class Trainer:
         self.class_counts = ts.class_counts() if ts.has_labels and ts.has_onehot_labels else None
         self.c_dim = self.pm.hook.gan_label_dim(dataset=ts, label_dim=ts.label_dim)  # A plugin may label the data.
         if not isinstance(self.c_dim, (int, np.integer)) or self.c_dim < 0 or (self.c_dim == 0 and ts.label_dim > 0):
-            raise PluginAPIError(f"plugin {self.host.answerer('gan_label_dim')!r}: gan_label_dim must return a "
+            raise PluginError(f"plugin {self.host.answerer('gan_label_dim')!r}: gan_label_dim must return a "
                                  f"positive int, got {self.c_dim!r}")
         self.c_dim = int(self.c_dim)
         if self.c_dim != ts.label_dim:
@@ -183,7 +183,7 @@ class Trainer:
         for plugin, modules in self.host.each("gan_frozen_modules", device=self.device):
             for name, module in (modules or {}).items():
                 if name in self.frozen_modules or not isinstance(module, torch.nn.Module):
-                    raise PluginAPIError(f"plugin {plugin!r}: frozen module {name!r} is not a torch.nn.Module or "
+                    raise PluginError(f"plugin {plugin!r}: frozen module {name!r} is not a torch.nn.Module or "
                                          "its name is taken")
                 self.frozen_modules[name] = module.to(self.device).eval().requires_grad_(False)
 
@@ -237,11 +237,11 @@ class Trainer:
             for spec in answer or []:
                 try:
                     spec = spec if isinstance(spec, OptimizerSpec) else OptimizerSpec(**spec)
-                except (TypeError, PluginAPIError) as exc:
-                    raise PluginAPIError(f"plugin {plugin!r}: gan_extra_optimizers: {exc}") from None
+                except (TypeError, PluginError) as exc:
+                    raise PluginError(f"plugin {plugin!r}: gan_extra_optimizers: {exc}") from None
                 spec.name = f"{plugin}/{spec.name}"
                 if any(s.name == spec.name for s in specs):
-                    raise PluginAPIError(f"plugin {plugin!r} declares optimiser {spec.name!r} twice")
+                    raise PluginError(f"plugin {plugin!r} declares optimiser {spec.name!r} twice")
                 specs.append(spec)
         return specs
 
@@ -764,7 +764,7 @@ def accumulate_gradients(loss, host, phase, real_img, real_c, gen_z, gen_c, gain
     def rebuild_batch(phase, z, c, cur_nimg):
         new_z, new_c = hook.gan_generator_batch(phase=phase, z=z, c=c, cur_nimg=cur_nimg)
         if new_z.shape != z.shape or new_c.shape != c.shape:
-            raise PluginAPIError(f"plugin {host.answerer('gan_generator_batch')!r}: gan_generator_batch must return z "
+            raise PluginError(f"plugin {host.answerer('gan_generator_batch')!r}: gan_generator_batch must return z "
                                  "and c of the shapes it received")
         return new_z, new_c
 
@@ -799,7 +799,7 @@ def base_loss_weight(host, phase, cur_nimg):
         if answer is None:
             continue
         if not np.isfinite(float(answer)):
-            raise PluginAPIError(f"plugin {plugin!r}: gan_base_loss_weight returned {answer!r}")
+            raise PluginError(f"plugin {plugin!r}: gan_base_loss_weight returned {answer!r}")
         weight *= float(answer)
     return weight
 
