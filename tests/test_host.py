@@ -261,3 +261,29 @@ def test_config_with_other_plugins_and_missing_data_are_refused(tmp_path, tiny_d
     (run_dir,) = glob.glob(str(tmp_path / "runs" / "00000-*"))
     result = run_train([f"--outdir={tmp_path}/out", f"--config={run_dir}/training_options.json", "--plugins=utlo"])
     assert result.returncode != 0 and "--plugins=utlo differs from the recorded plugins none" in result.stderr
+
+
+def test_resume_refuses_a_mapping_of_another_depth(tiny_trainer):
+    """v2 exempted every mapping.* tensor from the resume check: a 2-layer mapping resumed into a 4-layer one left
+    fc2, fc3 random. Now it is refused with the tensors listed, as for any other architecture change."""
+    import dnnlib
+
+    first = tiny_trainer(iterations=1, network_snapshot_ticks=1)
+    deeper = dnnlib.EasyDict(first.c.G_kwargs)
+    deeper.mapping_kwargs = dnnlib.EasyDict(num_layers=4)
+    with pytest.raises(ValueError, match=r"G of the pickle does not fit this configuration .*mapping\.fc2"):
+        tiny_trainer(iterations=1, resume=first.run_dir, G_kwargs=deeper)
+
+
+def test_each_and_answerer_follow_the_call_order():
+    class Weight:
+        def __init__(self, w):
+            self.w = w
+
+        @hookimpl
+        def gan_base_loss_weight(self):
+            return self.w
+
+    host = PluginHost([("b", Weight(None)), ("a", Weight(0.5))])
+    assert host.each("gan_base_loss_weight", phase="Gmain", cur_nimg=0) == [("b", None), ("a", 0.5)]
+    assert host.answerer("gan_real_labels") == "sg2ada"

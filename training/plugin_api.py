@@ -147,5 +147,3 @@ def check_labels(labels, n, c_dim, hook, plugin):
     if not bool(torch.isfinite(labels).all()):
         raise PluginError(f"plugin {plugin!r}: {hook} returned non-finite labels")
     return labels.to(torch.float32)
-
-PluginAPIError = PluginError  # TEMP alias, removed before commit

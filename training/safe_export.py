@@ -22,8 +22,6 @@ import dnnlib
 
 FORMAT = "gan-plugins-safetensors/1"
 ALLOWED_PREFIXES = ("training.", "plugins.nets.")
-KNOWN_MODULES = ("training.networks", "plugins.nets.noisytwins_net", "plugins.nets.utlo_net",
-                 "plugins.nets.transitional_net")
 EXTENSION_HOLDERS = ("mapping.extensions", "extensions")
 
 
@@ -31,11 +29,27 @@ class SafeExportError(ValueError):
     """The network cannot be exported or the file cannot be loaded; the message says why."""
 
 
+def network_modules():
+    """The modules that may hold network classes: training.networks and every module of plugins.nets (found on
+    disk, so a new plugin network needs no list here)."""
+    import pkgutil
+
+    found = ["training.networks"]
+    try:
+        import plugins.nets as nets
+
+        found += [f"plugins.nets.{info.name}" for info in pkgutil.iter_modules(nets.__path__)]
+    except ImportError:
+        pass
+    return found
+
+
 def _class_path(module):
-    """'module.Class' of a network or extension, also for instances of classes unpickled from a snapshot."""
+    """'module.Class' of a network or extension, also for instances of classes unpickled from a snapshot (whose
+    module is a synthetic one: the class is looked up by name among network_modules())."""
     cls = type(module)
     name = getattr(cls, "_orig_class_name", cls.__name__)
-    candidates = [cls.__module__] + [m for m in KNOWN_MODULES if m != cls.__module__]
+    candidates = [cls.__module__] + [m for m in network_modules() if m != cls.__module__]
     for mod_name in candidates:
         if not mod_name.startswith(ALLOWED_PREFIXES):
             continue
@@ -46,7 +60,7 @@ def _class_path(module):
         if isinstance(getattr(mod, name, None), type):
             return f"{mod_name}.{name}"
     raise SafeExportError(f"cannot export a {name}: it is not one of this project's network classes "
-                          f"(modules {', '.join(KNOWN_MODULES)})")
+                          f"(modules {', '.join(network_modules())})")
 
 
 def _jsonable(value, what):

@@ -7,6 +7,7 @@ stats.jsonl as Loss/wl2/w_dist), a scalar of its own (Plugin/wl2/batches), and i
 
 import click
 import pluggy
+
 from torch_utils import training_stats
 
 hookimpl = pluggy.HookimplMarker("gan_plugins")  # All a third-party plugin needs from the trainer.
