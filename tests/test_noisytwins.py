@@ -1,13 +1,19 @@
 """NoisyTwins: class scales, Barlow-Twins loss, embedding noise, twins, schedule, bit-exactness when off."""
 
+import copy
+import types
+
 import numpy as np
 import pytest
 import torch
 
+import dnnlib
+from plugins import PluginError
 from plugins.nets.noisytwins_net import EmbeddingNoise
 from plugins.noisytwins import barlow_twins_loss, class_scales
 from plugins.testing import build_host
-from training.networks import Generator
+from training.networks import Discriminator, Generator
+from training.plugin_api import RunContext
 
 
 def test_class_scales_match_spec_example():
@@ -105,7 +111,8 @@ def _plugin(**options):
 
 
 def test_twins_share_z_and_c_and_schedule():
-    plugin = _plugin(nt_start_kimg=2, nt_lambda=0.01)
+    host = build_host(["noisytwins"], {"noisytwins": dict(nt_start_kimg=2, nt_lambda=0.01)})
+    plugin = host.plugins["noisytwins"]
     z, c = torch.randn(8, 4), torch.eye(8)
     assert plugin.gan_generator_batch(phase="Gmain", z=z, c=c, cur_nimg=1999) is None
     assert plugin.barlow_weight(1999) == 0
@@ -114,6 +121,13 @@ def test_twins_share_z_and_c_and_schedule():
     assert torch.equal(tz[:4], tz[4:]) and torch.equal(tc[:4], tc[4:])
     assert torch.equal(tz[:4], z[:4])
     assert plugin.gan_generator_batch(phase="Dmain", z=z, c=c, cur_nimg=5000) is None
+    # Through the hook, as the loop calls it: the twins from the start kimg on, else sg2ada's batch unchanged.
+    batch = host.pm.hook.gan_generator_batch
+    for phase, cur_nimg in (("Gmain", 1999), ("Dmain", 5000)):
+        bz, bc = batch(phase=phase, z=z, c=c, cur_nimg=cur_nimg)
+        assert bz is z and bc is c
+    hz, hc = batch(phase="Gmain", z=z, c=c, cur_nimg=2000)
+    assert torch.equal(hz, tz) and torch.equal(hc, tc)
 
 
 def _weights(trainer):
@@ -143,39 +157,98 @@ def test_batch_errors():
         plugin.gan_configure(config=dnnlib.EasyDict(batch_gpu=3))
 
 
+def _networks(c_dim):
+    G = Generator(z_dim=8, c_dim=c_dim, w_dim=8, img_resolution=16, img_channels=1, mapping_kwargs=dict(num_layers=2),
+                  synthesis_kwargs=dict(channel_base=128, channel_max=16))
+    D = Discriminator(c_dim=c_dim, img_resolution=16, img_channels=1, channel_base=128, channel_max=16,
+                      epilogue_kwargs=dict(mbstd_group_size=2))
+    return G, D
+
+
+def _setup(host, G, D, class_counts, restored_states=None):
+    """gan_setup as the trainer calls it (G_ema a copy of the extended G), on a stand-in trainer; the RunContext."""
+    trainer = types.SimpleNamespace(run_dir=".", training_set=dnnlib.EasyDict(name="digits"), G=G, D=D,
+                                    G_ema=copy.deepcopy(G).eval(), device=torch.device("cpu"), rank=0, num_gpus=1,
+                                    c=dnnlib.EasyDict(random_seed=0, fake_labels="uniform"), batch_size=8,
+                                    c_dim=G.c_dim, class_counts=class_counts, cur_nimg=0, batch_idx=0, pm=host.pm)
+    ctx = RunContext(trainer, host.pm.get_name, restored_states)
+    host.pm.hook.gan_setup(ctx=ctx)
+    return ctx
+
+
 def _extended_D(d_noise, sigma=0.75):
     """A conditional D extended by the plugin as the trainer does (counts 50/10/5 -> per-class lambda_k)."""
-    from training.networks import Discriminator
-
     torch.manual_seed(0)
     host = build_host(["noisytwins"], {"noisytwins": dict(nt_sigma=sigma, nt_d_noise=d_noise)})
-    plugin = host.plugins["noisytwins"]
-    plugin.gan_dataset_ready(dataset=None, class_counts=np.array([50, 10, 5]))
-    G = Generator(z_dim=8, c_dim=3, w_dim=8, img_resolution=16, img_channels=1, mapping_kwargs=dict(num_layers=2),
-                  synthesis_kwargs=dict(channel_base=128, channel_max=16))
-    D = Discriminator(c_dim=3, img_resolution=16, img_channels=1, channel_base=128, channel_max=16,
-                      epilogue_kwargs=dict(mbstd_group_size=2))
-    host.extend_networks(G=G, D=D, dataset=None)
-    host.on_train_start(G=G, D=D, G_ema=G, device=torch.device("cpu"), rank=0, num_gpus=1, random_seed=0, run_dir=".")
-    return plugin, D
+    G, D = _networks(c_dim=3)
+    host.pm.hook.gan_extend_networks(G=G, D=D, dataset=None)
+    ctx = _setup(host, G, D, class_counts=np.array([50, 10, 5]))
+    return host, ctx, D
 
 
 def test_d_embedding_noise_in_training_calls_only():
-    plugin, D = _extended_D(d_noise=True)
+    _host, ctx, D = _extended_D(d_noise=True)
     x, c = torch.randn(4, 1, 16, 16), torch.eye(3)[[0, 1, 2, 2]]
     D.train()
     assert not torch.equal(D(x, c), D(x, c))  # Every training-time D call draws new noise (reals and fakes alike).
     D.eval()
     assert torch.equal(D(x, c), D(x, c))  # Outside training: no noise.
     np.testing.assert_allclose(D.mapping.extensions["noisytwins"].lambda_k.numpy(), class_scales([50, 10, 5], 0.99),
-                               rtol=1e-6)  # lambda_k reaches D's noise.
-    plugin.gan_class_counts_changed(class_counts=np.array([5, 10, 50]))
-    np.testing.assert_allclose(D.mapping.extensions["noisytwins"].lambda_k.numpy(), class_scales([5, 10, 50], 0.99),
-                               rtol=1e-6)
+                               rtol=1e-6)  # lambda_k reaches D's noise (from ctx.class_counts in gan_setup)...
+    np.testing.assert_allclose(ctx.G_ema.mapping.extensions["noisytwins"].lambda_k.numpy(),
+                               class_scales([50, 10, 5], 0.99), rtol=1e-6)  # ...and G_ema's.
+    ctx.set_class_counts([5, 10, 50])  # e.g. selfcond re-clustered: gan_class_counts_changed.
+    for net in (D, ctx.G, ctx.G_ema):
+        np.testing.assert_allclose(net.mapping.extensions["noisytwins"].lambda_k.numpy(),
+                                   class_scales([5, 10, 50], 0.99), rtol=1e-6)
+
+
+def test_needs_class_labels():
+    host = build_host(["noisytwins"], {})
+    G, D = _networks(c_dim=0)
+    with pytest.raises(PluginError, match="plugin 'noisytwins' needs class labels: the networks are unconditional"):
+        host.pm.hook.gan_extend_networks(G=G, D=D, dataset=None)
+    G, D = _networks(c_dim=3)  # Conditional networks, but the data has no one-hot class labels (no counts).
+    host.pm.hook.gan_extend_networks(G=G, D=D, dataset=None)
+    with pytest.raises(PluginError, match="plugin 'noisytwins' needs class labels: dataset 'digits'"):
+        _setup(host, G, D, class_counts=None)
+
+
+def test_noise_generators_continue_from_the_restored_state(capsys):
+    """An exact resume: gan_setup applies the generators' states that gan_state_dict saved (ctx.restored_state)."""
+    host, ctx, D = _extended_D(d_noise=True)
+    x, c = torch.randn(4, 1, 16, 16), torch.eye(3)[[0, 1, 2, 2]]
+    ctx.G.train()
+    ctx.G.mapping(torch.randn(4, 8), c)  # Training passes draw noise: both generators move on.
+    D.train()
+    D(x, c)
+    states = {name: state for name, state in host.each("gan_state_dict") if state is not None}
+    saved = states["noisytwins"]
+    assert saved["counts"] == [50, 10, 5]
+
+    def fresh(restored_states, counts=(50, 10, 5)):
+        torch.manual_seed(1)  # Other initial weights: only the noise generators' state matters here.
+        host = build_host(["noisytwins"], {"noisytwins": dict(nt_sigma=0.75, nt_d_noise=True)})
+        G, D = _networks(c_dim=3)
+        host.pm.hook.gan_extend_networks(G=G, D=D, dataset=None)
+        ctx = _setup(host, G, D, class_counts=np.array(counts), restored_states=restored_states)
+        return host.plugins["noisytwins"], ctx
+
+    plugin, ctx = fresh(restored_states={"noisytwins": saved})
+    assert torch.equal(plugin.generator.get_state(), saved["generator"])
+    assert torch.equal(plugin.d_generator.get_state(), saved["d_generator"])
+    assert ctx.G.mapping.extensions["noisytwins"].generator is plugin.generator
+    assert ctx.D.mapping.extensions["noisytwins"].generator is plugin.d_generator
+    unresumed, _ = fresh(restored_states=None)  # A fresh run starts from the seed, not from where the first one was.
+    assert not torch.equal(unresumed.generator.get_state(), saved["generator"])
+    assert not torch.equal(unresumed.d_generator.get_state(), saved["d_generator"])
+    capsys.readouterr()
+    fresh(restored_states={"noisytwins": saved}, counts=(5, 10, 50))
+    assert "the resumed run had other class counts" in capsys.readouterr().out
 
 
 def test_d_noise_off_is_the_ablation():
-    _plugin, D = _extended_D(d_noise=False)
+    _host, _ctx, D = _extended_D(d_noise=False)
     x, c = torch.randn(4, 1, 16, 16), torch.eye(3)[[0, 1, 2, 2]]
     D.train()
     assert "noisytwins" not in D.mapping.extensions and torch.equal(D(x, c), D(x, c))

@@ -1,10 +1,13 @@
 """Self-conditioned GAN: clustering, stable ids, labels, metrics, training on unlabelled data, resume, errors."""
 
+import types
+
 import numpy as np
 import pytest
 import scipy.stats
 import torch
 
+import dnnlib
 from metrics import metric_main, mode_coverage
 from metrics.metric_utils import MetricError
 from plugins import PluginError
@@ -12,6 +15,7 @@ from plugins import selfcond_clustering as cl
 from plugins.testing import build_host, run_tiny_training
 from training import checkpoint
 from training.networks import Discriminator, Generator, set_label_prior
+from training.plugin_api import RunContext
 
 
 def gaussians(k=8, per=200, seed=0):
@@ -102,9 +106,18 @@ def test_option_and_data_errors(tmp_path, tiny_digits):
         build_host(["selfcond"], {"selfcond": dict(sc_k=1)})
     host, _ = _plugin()
     with pytest.raises(PluginError, match="drop --cond=1"):
-        host.configure(config={}, dataset_kwargs=dict(use_labels=True, max_size=100))
+        host.pm.hook.gan_configure(config={}, dataset_kwargs=dict(use_labels=True, max_size=100))
     with pytest.raises(PluginError, match="--sc-k=4 is larger than the clustering set"):
-        host.configure(config={}, dataset_kwargs=dict(use_labels=False, max_size=3))
+        host.pm.hook.gan_configure(config={}, dataset_kwargs=dict(use_labels=False, max_size=3))
+    # Without --max-size the launcher cannot tell: the opened dataset is checked in gan_setup, before clustering.
+    host, plugin = _plugin()
+    trainer = types.SimpleNamespace(run_dir="", training_set=[None] * 3, G=None, D=None, G_ema=None,
+                                    device=torch.device("cpu"), rank=0, num_gpus=1,
+                                    c=dnnlib.EasyDict(random_seed=0, fake_labels="dataset"), batch_size=4, c_dim=4,
+                                    class_counts=None, cur_nimg=0, batch_idx=0, pm=host.pm)
+    with pytest.raises(PluginError, match=r"--sc-k=4 is larger than the clustering set \(3 images"):
+        host.pm.hook.gan_setup(ctx=RunContext(trainer, host.pm.get_name, None))
+    assert plugin.centroids is None
 
 
 def test_metrics_needing_dataset_classes_are_refused_for_cluster_labels():
@@ -131,11 +144,12 @@ def test_trains_on_unlabelled_data_and_resumes_bit_for_bit(tmp_path, tiny_digits
     prior = straight.G_ema.mapping.extensions["label_prior"].probs.numpy()
     assert np.allclose(prior, plugin.counts / plugin.counts.sum(), atol=1e-6)
     first = run_tiny_training(str(tmp_path / "first"), tiny_digits, plugins=["selfcond"], options=OPTS, iterations=4, **kw)
-    pkl, state = checkpoint.resolve_resume(first.run_dir)
+    _pkl, state = checkpoint.resolve_resume(first.run_dir)
     saved = checkpoint.load_state(state)["plugins"]["selfcond"]
     assert set(saved) >= {"centroids", "counts", "indices", "labels", "D_f", "done"}
+    assert saved["done"] == 1  # Clustered at kimg 0 and 0.024; the resumed run does the one at 0.048.
     resumed = run_tiny_training(str(tmp_path / "second"), tiny_digits, plugins=["selfcond"], options=OPTS,
-                                iterations=4, resume_pkl=pkl, resume_state=state, **kw)
+                                iterations=4, resume=first.run_dir, **kw)
     assert resumed.cur_nimg == straight.cur_nimg
     for name in ("G", "D", "G_ema"):
         a, b = getattr(straight, name).state_dict(), getattr(resumed, name).state_dict()

@@ -1,5 +1,8 @@
 """UTLO: ws layout, class-independent low-res image, low-res D head, loss weights, errors."""
 
+import types
+
+import numpy as np
 import pytest
 import torch
 
@@ -10,7 +13,8 @@ from plugins.utlo import loss_weights
 from torch_utils.ops import upfirdn2d
 from training.loss import StyleGAN2Loss
 from training.networks import Discriminator, Generator
-from training.training_loop import accumulate_gradients
+from training.plugin_api import RunContext
+from training.training_loop import accumulate_gradients, base_loss_weight
 
 
 def build(res=32, res_uc=8, c_dim=5, alpha=1.0, add_uc="1"):
@@ -19,12 +23,12 @@ def build(res=32, res_uc=8, c_dim=5, alpha=1.0, add_uc="1"):
     host = build_host(["utlo"], {"utlo": {"utlo_res_uc": res_uc, "utlo_alpha": alpha, "utlo_add_uc": add_uc}})
     c = dnnlib.EasyDict(G_kwargs=dnnlib.EasyDict(synthesis_kwargs=dnnlib.EasyDict(channel_base=256, channel_max=16)),
                         D_kwargs=dnnlib.EasyDict(), batch_gpu=4)
-    host.configure(config=c, dataset_kwargs=dnnlib.EasyDict(resolution=res))
+    host.pm.hook.gan_configure(config=c, dataset_kwargs=dnnlib.EasyDict(resolution=res))
     G = Generator(z_dim=8, c_dim=c_dim, w_dim=8, img_resolution=res, img_channels=3,
                   mapping_kwargs=dict(num_layers=2), synthesis_kwargs=c.G_kwargs.synthesis_kwargs)
     D = Discriminator(c_dim=c_dim, img_resolution=res, img_channels=3, channel_base=256, channel_max=16,
                       epilogue_kwargs=dict(mbstd_group_size=2))
-    host.extend_networks(G=G, D=D, dataset=None)
+    host.pm.hook.gan_extend_networks(G=G, D=D, dataset=None)
     return host, G, D
 
 
@@ -134,7 +138,7 @@ def test_alpha_zero_equals_baseline_conditional_loss():
     assert len(grads[0]) == len(grads[1]) > 0
     for a, b in zip(*grads):
         assert torch.equal(a, b)
-    assert build(alpha=1.0)[0].base_loss_weight(phase="Dmain", cur_nimg=0) == 0.5
+    assert base_loss_weight(build(alpha=1.0)[0], phase="Dmain", cur_nimg=0) == 0.5
 
 
 @pytest.mark.parametrize("res_uc", [3, 12, 32, 64])
@@ -147,16 +151,32 @@ def test_architecture_errors():
     host = build_host(["utlo"], {})
     c = dnnlib.EasyDict(G_kwargs=dnnlib.EasyDict(synthesis_kwargs=dnnlib.EasyDict(architecture="resnet")), D_kwargs=dnnlib.EasyDict())
     with pytest.raises(PluginError, match="skip"):
-        host.configure(config=c, dataset_kwargs=dnnlib.EasyDict(resolution=32))
+        host.pm.hook.gan_configure(config=c, dataset_kwargs=dnnlib.EasyDict(resolution=32))
     c = dnnlib.EasyDict(G_kwargs=dnnlib.EasyDict(synthesis_kwargs=dnnlib.EasyDict()), D_kwargs=dnnlib.EasyDict(architecture="skip"))
     with pytest.raises(PluginError, match="'skip'"):
-        host.configure(config=c, dataset_kwargs=dnnlib.EasyDict(resolution=32))
+        host.pm.hook.gan_configure(config=c, dataset_kwargs=dnnlib.EasyDict(resolution=32))
+
+
+def _setup(host, G, D, class_counts):
+    """gan_setup as the trainer calls it, on a stand-in trainer."""
+    trainer = types.SimpleNamespace(run_dir="", training_set=dnnlib.EasyDict(name="faces"), G=G, D=D, G_ema=G,
+                                    device=torch.device("cpu"), rank=0, num_gpus=1,
+                                    c=dnnlib.EasyDict(random_seed=0, fake_labels="dataset"), batch_size=4,
+                                    c_dim=G.c_dim, class_counts=class_counts, cur_nimg=0, batch_idx=0, pm=host.pm)
+    host.pm.hook.gan_setup(ctx=RunContext(trainer, host.pm.get_name, None))
 
 
 def test_unconditional_dataset_refused():
-    host = build_host(["utlo"], {})
-    with pytest.raises(PluginError, match="needs class labels"):
-        host.dataset_ready(dataset=dnnlib.EasyDict(name="faces"), class_counts=None)
+    host, G, D = build()
+    with pytest.raises(PluginError, match="plugin 'utlo' needs class labels: dataset 'faces'"):
+        _setup(host, G, D, class_counts=None)  # No one-hot class labels (and no plugin announced any).
+    _setup(host, G, D, class_counts=np.array([3, 1, 4, 1, 5]))  # Class labels: accepted.
+    _setup(*build(res_uc=0), class_counts=None)  # --utlo-res-uc=0 switches UTLO off: no labels needed.
+
+
+def test_unconditional_training_set_refused_by_the_trainer(tiny_trainer):
+    with pytest.raises(PluginError, match="plugin 'utlo' needs class labels"):
+        tiny_trainer(plugins=["utlo"], cond=False)
 
 
 @pytest.mark.parametrize("reg_gain, expected_factor", [("official", 1.0), ("sg2ada", 16.0)])
@@ -165,7 +185,7 @@ def test_r1_strength_with_and_without_the_lazy_regularisation_gain(reg_gain, exp
     host = build_host(["utlo"], {"utlo": {"utlo_reg_gain": reg_gain}})
     c = dnnlib.EasyDict(G_kwargs=dnnlib.EasyDict(synthesis_kwargs=dnnlib.EasyDict(channel_base=256, channel_max=16)),
                         D_kwargs=dnnlib.EasyDict(), batch_gpu=4, loss_kwargs=dnnlib.EasyDict(r1_gamma=2.0, pl_weight=2.0))
-    host.configure(config=c, dataset_kwargs=dnnlib.EasyDict(resolution=32))
+    host.pm.hook.gan_configure(config=c, dataset_kwargs=dnnlib.EasyDict(resolution=32))
     official = reg_gain == "official"
     assert (c.loss_kwargs.r1_gamma, c.loss_kwargs.pl_weight) == ((2.0 / 16, 2.0 / 4) if official else (2.0, 2.0))
     _host, G, D = build()

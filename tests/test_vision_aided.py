@@ -231,11 +231,11 @@ def _backbone_params(plugin):
 
 
 class RecordingVisionAided(VisionAided):
-    """Keeps the heads' and backbones' tensors as they were when training started."""
+    """Keeps the heads' and backbones' tensors as they were when training started (after gan_setup restored them)."""
 
     @hookimpl
-    def gan_train_start(self, num_gpus, batch_size):
-        super().gan_train_start(num_gpus=num_gpus, batch_size=batch_size)
+    def gan_setup(self, ctx):
+        super().gan_setup(ctx)
         self.start_backbone = _backbone_params(self)
         self.start_heads = {name: {k: v.clone() for k, v in head.state_dict().items()} for name, head in self.heads.items()}
         self.start_p = {name: float(pipe.p) for name, pipe in self.pipes.items()}
@@ -269,14 +269,19 @@ def test_d_step_trains_heads_only_and_g_gets_gradients_through_the_backbone(tmp_
 
 def test_below_warmup_the_term_is_zero_and_no_backbone_runs(tmp_path, tiny_digits, tiny_script):
     plugin = _plugin(tiny_script, va_warmup_kimg=1)
-    run_tiny_training(str(tmp_path / "a"), tiny_digits, plugins=[plugin], iterations=3)
+    trainer = run_tiny_training(str(tmp_path / "a"), tiny_digits, plugins=[plugin], iterations=3)
     backbone = next(iter(plugin.backbones.values()))
     assert backbone.calls == 0
     import json
 
     stats = [json.loads(line) for line in open(os.path.join(str(tmp_path / "a"), "stats.jsonl"))]
     assert all(row["Loss/vision_aided/G_ts_tinyconv"]["mean"] == 0 for row in stats)
-    plugin.gan_step(cur_nimg=1000, batch_idx=1, jobs=type("J", (), {"shared": {}})())  # At warm-up: on at once.
+    assert plugin.lam == 0.0
+    trainer.cur_nimg, trainer.batch_idx = 999, 1  # The run's own RunContext reads the counters live.
+    trainer.pm.hook.gan_step(ctx=trainer.ctx)
+    assert plugin.lam == 0.0
+    trainer.cur_nimg = 1000
+    trainer.pm.hook.gan_step(ctx=trainer.ctx)  # At warm-up: on at once.
     assert plugin.lam == 1.0
 
 
@@ -365,7 +370,8 @@ def test_trains_with_noisytwins_snapshot_has_no_backbone_and_resume_restores_hea
     name = f"torchscript:{tiny_script}"
     resumed = RecordingVisionAided(va_backbones=name, va_warmup_kimg=0)
     second = run_tiny_training(str(tmp_path / "b"), tiny_digits, plugins=["noisytwins", resumed],
-                               iterations=1, resume_pkl=snap, resume_state=state_path)
+                               iterations=1, resume=first.run_dir)  # Its newest snapshot: snap, with the edited state.
+    assert second.c.resume_pkl == snap and second.c.resume_state == state_path
     assert all(torch.equal(saved["head"][k], v) for k, v in resumed.start_heads[name].items())
     assert resumed.start_p[name] == pytest.approx(p)
     step = second.extra_optimizers["vision_aided/ts_tinyconv"].state_dict()["state"][0]["step"]
@@ -376,13 +382,13 @@ def test_resume_refuses_other_weights(tmp_path, tiny_digits, tiny_script):
     options = {"vision_aided": dict(va_backbones=f"torchscript:{tiny_script}", va_warmup_kimg=0)}
     first = run_tiny_training(str(tmp_path / "a"), tiny_digits, plugins=["vision_aided"], options=options, iterations=1,
                               network_snapshot_ticks=1)
-    snap, state_path = checkpoint.resolve_resume(first.run_dir)
+    _snap, state_path = checkpoint.resolve_resume(first.run_dir)
     state = checkpoint.load_state(state_path)
     state["plugins"]["vision_aided"]["backbones"][f"torchscript:{tiny_script}"]["sha256"] = "ab" * 32
     checkpoint.save_state(state_path, state)
-    with pytest.raises(ValueError, match="trained with weights of SHA-256 abab"):
+    with pytest.raises(PluginError, match="trained with weights of SHA-256 abab"):
         run_tiny_training(str(tmp_path / "b"), tiny_digits, plugins=["vision_aided"], options=options, iterations=0,
-                          resume_pkl=snap, resume_state=state_path)
+                          resume=first.run_dir)
 
 
 # ----------------------------------------------------------------------------- probe

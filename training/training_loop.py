@@ -728,8 +728,10 @@ def transfer_gaps(src, dst):
             parent = head
         return False
 
-    def new_embedding(name):
-        return name.startswith("mapping.embed.") and getattr(src, "c_dim", None) == 0
+    def new_embedding(name):  # G's label embedding, or D's whole label mapping (an unconditional D has none).
+        if getattr(src, "c_dim", None) != 0:
+            return False
+        return name.startswith("mapping.embed.") or (name.startswith("mapping.") and getattr(src, "mapping", None) is None)
 
     missing = sorted(n for n in dst_names - src_names if core(n) and not new_embedding(n))
     unused = sorted(n for n in src_names - dst_names if core(n) and not _safe(removed, n, dst))
