@@ -243,7 +243,9 @@ def gan_loss_terms(ctx: LossContext) -> Optional[Sequence[Union[LossTerm, Tuple[
     """Extra loss terms of one pass of a phase on one micro-batch.
 
     ``ctx`` (training/loss.py) says which pass this is (``phase``, ``side``) and holds its tensors, D's captures
-    of every head's logits (``ctx.d_capture['logits']``) and ``ctx.loss`` for extra passes.
+    and every head's logits by name in ``ctx.d_capture['logits']``: ``D`` (D's output), transitional's ``uc``
+    and ``c``, UTLO's low-resolution ``utlo_uc_fake`` / ``utlo_uc_real`` (UTLO answers ``tryfirst``, so they are
+    there for every other plugin), and ``ctx.loss`` for extra passes. Terms are summed in ``--plugins`` order.
 
     :returns: ``LossTerm(name, weight, value)`` or ``(name, weight, value)`` tuples, ``value`` per sample [N] or a
         scalar. The loop adds ``weight * mean(value)`` to the pass's loss (times the phase's gain), reports the

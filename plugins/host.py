@@ -234,6 +234,7 @@ class PluginHost:
             self.pm.add_hookcall_monitoring(self._trace_before, self._trace_after)
         self.validate()
         self._callers = {}
+        self.order = {name: i for i, name in enumerate(self.plugins)}  # --plugins order (tryfirst may call earlier).
 
     def _register(self, name, obj):
         try:

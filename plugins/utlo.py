@@ -144,7 +144,7 @@ class Utlo:
         head = ctx.D.extensions["utlo"]
         return head(ctx.D, ctx.loss.augment(img_low))
 
-    @hookimpl
+    @hookimpl(tryfirst=True)  # Its logits are recorded before the other plugins' terms are asked for.
     def gan_loss_terms(self, ctx):
         # Terms G_uc and D_uc (reported as Loss/utlo/G_uc and Loss/utlo/D_uc, beside sg2ada's Loss/G/loss and
         # Loss/D/loss, which are the conditional terms). Gmain; Dmain's real pass (it runs its own fake and real low-resolution passes, after D's real pass).
@@ -152,12 +152,15 @@ class Utlo:
             return []
         a_uc = loss_weights(self.alpha, self.add_uc)[1]
         fake_low = ctx.g_capture["block_outputs"][self.res_uc][1]
+        logits = ctx.d_capture.setdefault("logits", {})  # Other plugins may add terms on UTLO's head too.
         if ctx.phase == "Gmain":
-            return [("G_uc", a_uc, torch.nn.functional.softplus(-self._uc_logits(ctx, fake_low)).squeeze(1))]
+            logits["utlo_uc_fake"] = self._uc_logits(ctx, fake_low)
+            return [("G_uc", a_uc, torch.nn.functional.softplus(-logits["utlo_uc_fake"]).squeeze(1))]
         head = ctx.D.extensions["utlo"]
-        fake_term = torch.nn.functional.softplus(self._uc_logits(ctx, fake_low.detach()))
-        real_low = head.downsample(ctx.real_img.detach())
-        real_term = torch.nn.functional.softplus(-self._uc_logits(ctx, real_low))
+        logits["utlo_uc_fake"] = self._uc_logits(ctx, fake_low.detach())
+        logits["utlo_uc_real"] = self._uc_logits(ctx, head.downsample(ctx.real_img.detach()))
+        fake_term = torch.nn.functional.softplus(logits["utlo_uc_fake"])
+        real_term = torch.nn.functional.softplus(-logits["utlo_uc_real"])
         return [("D_uc", a_uc, (fake_term + real_term).squeeze(1))]
 
     # ------------------------------------------------------------------ output

@@ -89,3 +89,27 @@ def test_noisytwins_lambda_follows_reclustering(tiny_trainer):
     expected = torch.as_tensor(class_scales(selfcond.counts, nt.beta), dtype=torch.float32)
     assert np.array_equal(nt.counts, selfcond.counts)
     assert torch.equal(trainer.G.mapping.extensions["noisytwins"].lambda_k, expected)
+
+
+def test_any_plugin_adds_a_term_on_any_head(tiny_trainer):
+    """D's captures name every head's logits: a plugin listed before utlo puts a term on UTLO's low-resolution head
+    (UTLO records them tryfirst) and on D's own output."""
+    from plugins import hookimpl
+
+    class OnEveryHead:
+        plugin_name = "heads"
+        seen = set()
+
+        @hookimpl
+        def gan_loss_terms(self, ctx):
+            if ctx.d_capture is None:
+                return []
+            logits = ctx.d_capture["logits"]
+            self.seen.update((ctx.phase, ctx.side, name) for name in logits)
+            return [(f"sq_{name}", 0.01, logits[name].square().mean()) for name in sorted(logits)]
+
+    heads = OnEveryHead()
+    trainer = tiny_trainer(plugins=[heads, "utlo"], iterations=1)
+    assert {("Gmain", "fake", "utlo_uc_fake"), ("Gmain", "fake", "D"), ("Dmain", "real", "utlo_uc_real"),
+            ("Dmain", "real", "D")} <= heads.seen
+    assert "Loss/heads/sq_utlo_uc_real" in trainer.stats_collector.as_dict()

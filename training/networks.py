@@ -16,7 +16,8 @@ Extension points for plugins (plugins/hookspecs.py attaches them, nothing here k
   * `capture`: an optional dict passed to forward(); the networks store intermediate results in it:
       mapping:   capture['w_streams'] = {stream: w before truncation}, capture['w_avgs'] = {stream: avg}
       synthesis: capture['block_outputs'][res] = (x, img) after each block
-      D:         capture['b4_in'] (epilogue input before minibatch-stddev), capture['fc'] (fc output)
+      D:         capture['b4_in'] (epilogue input before minibatch-stddev), capture['fc'] (fc output),
+                 capture['logits'] = {'D': D's output, plus any head's logits by name}
 An empty extension dict adds no parameters or buffers, so plain networks keep NVIDIA's exact names.
 """
 
@@ -733,12 +734,14 @@ class DiscriminatorEpilogue(torch.nn.Module):
         if capture is not None:
             capture["fc"] = x
         if head is not None:
-            return head(x, cmap, capture)
-        x = self.out(x)
-
-        if self.cmap_dim > 0:
-            misc.assert_shape(cmap, [None, self.cmap_dim])
-            x = (x * cmap).sum(dim=1, keepdim=True) * (1 / np.sqrt(self.cmap_dim))
+            x = head(x, cmap, capture)
+        else:
+            x = self.out(x)
+            if self.cmap_dim > 0:
+                misc.assert_shape(cmap, [None, self.cmap_dim])
+                x = (x * cmap).sum(dim=1, keepdim=True) * (1 / np.sqrt(self.cmap_dim))
+        if capture is not None:  # Every head's logits by name; "D" is D's output (what the base loss uses).
+            capture.setdefault("logits", {})["D"] = x
 
         assert x.dtype == dtype
         return x

@@ -774,8 +774,9 @@ def accumulate_gradients(loss, host, phase, real_img, real_c, gen_z, gen_c, gain
                                  select_real_logits=lambda ctx, default: hook.gan_real_logits(ctx=ctx)):
         ctx = loss_pass.ctx
         check_finite_terms(loss_pass.terms, ctx.phase, cur_nimg)  # Plugin terms check themselves.
+        answers = sorted(host.each("gan_loss_terms", ctx=ctx), key=lambda pa: host.order[pa[0]])  # Summed in --plugins order.
         terms = loss_pass.terms + [LossTerm.from_plugin(plugin, term, ctx, _batch_size_of(ctx))
-                                   for plugin, answer in host.each("gan_loss_terms", ctx=ctx) for term in answer or []]
+                                   for plugin, answer in answers for term in answer or []]
         base_weight = None
         total = loss_pass.anchor if loss_pass.anchor is not None else 0
         for term in terms:

@@ -54,5 +54,5 @@ class TransitionalHeads(torch.nn.Module):
         uc = self.out_uc(x)
         cond = (self.out_c(x) * cmap).sum(dim=1, keepdim=True) * (1 / np.sqrt(self.cmap_dim))
         if capture is not None:
-            capture["logits"] = dict(uc=uc, c=cond)
+            capture.setdefault("logits", {}).update(uc=uc, c=cond)
         return cond
