@@ -49,10 +49,12 @@ CASES = [
 
 
 def doc_table():
+    from tests.bad_input_data import DATA_CASES
+
     lines = ["# Bad input and the messages it gets", "",
              "Generated from `tests/test_bad_input.py` (`python tests/test_bad_input.py`); every row is a test.", "",
              "| command | message (excerpt) |", "|---|---|"]
-    for script, args, expected in CASES:
+    for script, args, expected in CASES + DATA_CASES:
         lines.append(f"| `python {script} {args}` | {expected} |")
     return "\n".join(lines) + "\n"
 
