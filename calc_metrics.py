@@ -73,7 +73,14 @@ def build_dataset_kwargs(snapshot, G, data, label_file, mirror, run_dir):
     if data is not None:
         kwargs = dnnlib.EasyDict(class_name="training.dataset.ImageFolderDataset", path=data)
     elif snapshot.get("training_set_kwargs") is not None:
-        kwargs = dnnlib.EasyDict(snapshot["training_set_kwargs"])
+        from training.trusted_classes import UntrustedInput, check_dataset_kwargs
+
+        if not isinstance(snapshot["training_set_kwargs"], dict):
+            raise click.ClickException("--network: its training_set_kwargs is not a mapping; pass --data")
+        try:  # A safetensors header is data: it may name only this project's dataset class.
+            kwargs = check_dataset_kwargs(snapshot["training_set_kwargs"], "--network")
+        except UntrustedInput as exc:
+            raise click.ClickException(f"{exc}; or pass --data") from None
         if label_file is None:  # Our snapshots keep it beside the upstream kwargs; older runs in training_options.json.
             label_file = (snapshot.get("training_set_extra_kwargs") or {}).get("label_file") or training_label_file(run_dir)
     else:

@@ -19,7 +19,7 @@ import dnnlib
 from plugins import PluginError
 from plugins.host import PluginHost, available_plugins, find_plugin, make_plugin_kwargs, parse_plugin_list
 from torch_utils import distributed
-from training import checkpoint, training_loop
+from training import checkpoint, training_loop, trusted_classes
 from training.training_config import CFG_SPECS, UserError, build_config
 from training.training_loop import SetupError
 
@@ -282,7 +282,7 @@ def build_command(enabled, others):
 def config_from_options(opts, enabled, values_by_plugin):
     """(config, run description, plugin host) of a new run, or of a replayed one (--config)."""
     if opts.config is not None:
-        return replay_config(opts)
+        return replay_config(opts, enabled)
     if opts.data is None:
         raise UserError("Missing option '--data' (or replay a run with --config=RUN_DIR/training_options.json)")
     opts.plugin_kwargs = make_plugin_kwargs(enabled.values(), values_by_plugin)
@@ -333,8 +333,9 @@ def run_under_torchrun(opts, enabled, values_by_plugin):
         raise click.ClickException(str(exc)) from None
 
 
-def replay_config(opts):
-    """The config of --config, refusing options that would make the run differ from the recorded one."""
+def replay_config(opts, enabled=()):
+    """The config of --config, refusing options that would make the run differ from the recorded one, and
+    classes or plugins the file may not name (training/trusted_classes.py)."""
     ctx = click.get_current_context()
     given = [name for name in ctx.params if name not in ("outdir", "config", "dry_run", "plugins")
              and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
@@ -342,9 +343,13 @@ def replay_config(opts):
         raise UserError(f"--config replays the recorded run; drop --{given[0].replace('_', '-')} "
                         "(edit a copy of training_options.json to change it)")
     c = load_run_config(opts.config)
-    if opts.plugins is not None and parse_plugin_list(opts.plugins) != list(c.plugin_kwargs):
+    if opts.plugins is not None and list(enabled) != list(c.plugin_kwargs):  # Names, also of file plugins.
         raise UserError(f"--plugins={opts.plugins} differs from the recorded plugins {list(c.plugin_kwargs) or 'none'}; "
                         "drop --plugins with --config")
+    try:
+        trusted_classes.check_run_config(c, f"--config={opts.config}", command_line_plugins=set(enabled))
+    except trusted_classes.UntrustedInput as exc:
+        raise UserError(str(exc)) from None
     host = PluginHost.from_config(c.plugin_kwargs)  # Fail now, before the run directory exists, if one is missing.
     desc = os.path.basename(os.path.dirname(os.path.abspath(opts.config))).split("-", 1)[-1] + "-replay"
     return c, desc, host

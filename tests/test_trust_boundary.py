@@ -1,0 +1,95 @@
+"""Issue #21's trust boundary: no input file other than a network pickle runs code. Each payload would create a
+marker file if it ran; the tests assert the refusal's message and that the marker does not exist."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, run_train
+
+TINY = ["--cfg=tiny", "--batch=8", "--kimg=0.016", "--tick=1", "--snap=1", "--workers=0", "--metrics=none",
+        "--tensorboard=0", "--aug=noaug"]
+
+
+@pytest.fixture(scope="module")
+def run_config(tmp_path_factory, tiny_digits):
+    out = tmp_path_factory.mktemp("trust") / "runs"
+    run_train([f"--outdir={out}", f"--data={tiny_digits}", "--cond=1", *TINY], expect_ok=True)
+    (run_dir,) = glob.glob(str(out / "00000-*"))
+    with open(os.path.join(run_dir, "training_options.json")) as f:
+        return json.load(f), run_dir
+
+
+def replay(tmp_path, config, *extra):
+    path = tmp_path / "options.json"
+    path.write_text(json.dumps(config))
+    return run_train([f"--outdir={tmp_path}/out", f"--config={path}", *extra])
+
+
+def test_a_config_plugin_naming_any_class_is_refused(tmp_path, run_config):
+    config, _run_dir = run_config
+    marker = tmp_path / "ran"
+    config = dict(config, plugin_kwargs={"evil": {"class_name": "subprocess.Popen", "args": f"touch {marker}",
+                                                  "shell": True}})
+    result = replay(tmp_path, config)
+    assert result.returncode != 0 and "plugin 'evil' names class 'subprocess.Popen', which is not an installed " \
+        "plugin" in result.stderr
+    assert not marker.exists() and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_config_core_class_outside_the_allow_list_is_refused(tmp_path, run_config):
+    config, _run_dir = run_config
+    config = json.loads(json.dumps(config))
+    config["loss_kwargs"]["class_name"] = "torch.hub.load"
+    result = replay(tmp_path, config)
+    assert result.returncode != 0 and "loss_kwargs.class_name = 'torch.hub.load' is not allowed there" in result.stderr
+    config["loss_kwargs"]["class_name"] = "training.loss.StyleGAN2Loss"
+    config["G_kwargs"]["mapping_kwargs"]["class_name"] = "os.system"
+    result = replay(tmp_path, config)
+    assert result.returncode != 0 and "G_kwargs.mapping_kwargs.class_name = 'os.system' is not allowed" in result.stderr
+
+
+def test_a_config_file_plugin_runs_only_when_given_on_the_command_line(tmp_path, run_config):
+    config, _run_dir = run_config
+    marker = tmp_path / "imported"
+    plugin = tmp_path / "fileplug.py"
+    plugin.write_text(f"open({str(marker)!r}, 'w').close()\nfrom plugins import hookimpl\n\n"
+                      "@hookimpl\ndef gan_base_loss_weight(phase):\n    return 1.0\n")
+    config = dict(config, plugin_kwargs={"fileplug": {"module": str(plugin), "version": "unknown", "source": "file"}})
+    result = replay(tmp_path, config)
+    assert result.returncode != 0 and "plugin 'fileplug' is a module or file" in result.stderr
+    assert "give --plugins=fileplug on the command line" in result.stderr and not marker.exists()
+    result = replay(tmp_path, config, f"--plugins={plugin}")  # The user's own decision: it runs.
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert marker.exists()
+
+
+def test_safetensors_header_cannot_name_a_dataset_class(tmp_path, run_config):
+    """calc_metrics.py without --data builds the dataset from the header: torch.hub.load would run a hubconf.py."""
+    import torch
+
+    from training import checkpoint
+    from training.safe_export import export_networks
+
+    _config, run_dir = run_config
+    with open(checkpoint.latest_snapshot(run_dir), "rb") as f:
+        import pickle
+
+        G = pickle.load(f)["G_ema"]
+    marker = tmp_path / "hub-ran"
+    (tmp_path / "hubconf.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    path = str(tmp_path / "evil.safetensors")
+    export_networks({"G_ema": G}, path, dict(class_name="torch.hub.load", repo_or_dir=str(tmp_path), model="x",
+                                             source="local"))
+    result = subprocess.run([sys.executable, os.path.join(REPO, "calc_metrics.py"), f"--network={path}",
+                             "--metrics=fid50k_full"], capture_output=True, text=True, cwd=REPO,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode != 0
+    assert "training_set_kwargs.class_name = 'torch.hub.load' is not allowed there" in result.stderr, result.stderr
+    assert not marker.exists() and "Traceback" not in result.stderr
+    del torch
