@@ -30,7 +30,7 @@ def test_a_payload_in_the_training_state_does_not_run(tmp_path):
     marker = tmp_path / "pwned"
     path = str(tmp_path / "training-state-000000.pt")
     torch.save(dict(cur_nimg=0, evil=Payload(str(marker))), path)
-    with pytest.raises(ValueError, match=r"Refusing resume state .*\(unsupported global io\.open\)"):
+    with pytest.raises(ValueError, match=r"refusing the training state .*\(unsupported global io\.open\)"):
         checkpoint.load_state(path)
     assert not marker.exists()
 

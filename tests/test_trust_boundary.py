@@ -93,3 +93,91 @@ def test_safetensors_header_cannot_name_a_dataset_class(tmp_path, run_config):
     assert "training_set_kwargs.class_name = 'torch.hub.load' is not allowed there" in result.stderr, result.stderr
     assert not marker.exists() and "Traceback" not in result.stderr
     del torch
+
+
+# ----------------------------------------------------------------------------- state integrity
+
+
+@pytest.fixture
+def two_checkpoints(tiny_trainer):
+    """A run with two snapshot/state pairs (ticks 0 and 1)."""
+    from training import checkpoint
+
+    trainer = tiny_trainer(iterations=3, network_snapshot_ticks=1)
+    snaps = checkpoint.snapshots(trainer.run_dir)
+    assert len(snaps) >= 2
+    return trainer.run_dir, snaps
+
+
+def test_a_flipped_byte_in_a_state_is_refused_naming_the_good_pair(two_checkpoints):
+    from training import checkpoint
+
+    run_dir, snaps = two_checkpoints
+    state = checkpoint.state_path_for(snaps[-1])
+    data = bytearray(open(state, "rb").read())
+    data[-100] ^= 0x01  # One bit of the payload (an Adam moment or an RNG state).
+    open(state, "wb").write(bytes(data))
+    with pytest.raises(checkpoint.StateError, match="is damaged .*do not match the SHA-256 it carries"):
+        checkpoint.load_state(state)
+    with pytest.raises(checkpoint.StateError, match=f"resume from the newest good pair, --resume={snaps[-2]}"):
+        checkpoint.resolve_resume(run_dir)
+    with pytest.raises(checkpoint.StateError, match="--resume-weights-only=1"):
+        checkpoint.resolve_resume(snaps[-1])
+    assert checkpoint.resolve_resume(snaps[-1], weights_only=True) == (snaps[-1], None)
+
+
+def test_a_state_of_another_snapshot_or_without_binding_is_refused(two_checkpoints):
+    import shutil
+
+    import torch
+
+    from training import checkpoint
+
+    run_dir, snaps = two_checkpoints
+    older, newer = checkpoint.state_path_for(snaps[0]), checkpoint.state_path_for(snaps[-1])
+    shutil.copy(older, newer)  # The tick-0 state beside the later snapshot.
+    with pytest.raises(checkpoint.StateError, match="belongs to another snapshot"):
+        checkpoint.resolve_resume(snaps[-1])
+    state = checkpoint.load_state(older)
+    del state["snapshot_sha256"]
+    checkpoint.save_state(newer, state)
+    with pytest.raises(checkpoint.StateError, match="does not record which snapshot it belongs to"):
+        checkpoint.resolve_resume(run_dir)
+    del torch
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda s: s.pop("optimizers"), "optimizers is missing or not a dict"),
+    (lambda s: s.update(cur_nimg=-5), "cur_nimg is -5, not a non-negative int"),
+    (lambda s: s["rng"].update(torch=s["rng"]["torch"][:10]), "rng\\['torch'\\] is not a torch RNG state"),
+    (lambda s: s.pop("pl_mean"), "pl_mean is missing"),
+])
+def test_loadable_but_damaged_states_are_refused(two_checkpoints, damage, message):
+    from training import checkpoint
+
+    _run_dir, snaps = two_checkpoints
+    path = checkpoint.state_path_for(snaps[-1])
+    state = checkpoint.load_state(path)
+    damage(state)
+    checkpoint.save_state(path, state)  # A valid digest: the damage is in the structure.
+    with pytest.raises(checkpoint.StateError, match=message):
+        checkpoint.load_state(path)
+
+
+def test_no_silent_weights_only_resume(two_checkpoints, tiny_digits, tmp_path):
+    """A run directory or snapshot without an intact state is refused on the command line unless asked for."""
+    import os
+
+    from training import checkpoint
+
+    run_dir, snaps = two_checkpoints
+    for snap in snaps:
+        os.remove(checkpoint.state_path_for(snap))
+    args = [f"--outdir={tmp_path}/out", f"--data={tiny_digits}", "--cond=1", "--cfg=tiny", "--kimg=0.1",
+            "--workers=0", "--metrics=none", "--tensorboard=0"]
+    result = run_train([*args, f"--resume={run_dir}"])
+    assert result.returncode != 0 and "no snapshot with its training state" in result.stderr
+    assert "--resume-weights-only=1" in result.stderr and "Traceback" not in result.stderr
+    result = run_train([*args, f"--resume={snaps[-1]}"])
+    assert result.returncode != 0 and "its training state is missing" in result.stderr
+    assert checkpoint.resolve_resume(run_dir, weights_only=True) == (snaps[-1], None)

@@ -6,6 +6,11 @@ exact resume needs (optimiser states, counters, RNG states, sampler position, AD
 state) goes into the sidecar `training-state-{kimg:06d}.pt`, so that upstream tools keep reading the
 pickle and never see our extras.
 
+Integrity: the state file starts with a line that carries the SHA-256 of the rest (a flipped byte is refused),
+and the state records the SHA-256 of its snapshot (a state never pairs with another snapshot). A resume is exact
+or refused: a weights-only resume of a snapshot whose state is missing or damaged happens only when asked for
+(``--resume-weights-only=1``, or ``--resume-partial=1``, which transfers weights only).
+
 Crash consistency: both are written atomically (temporary file, fsync, rename), the snapshot first and then
 the state, which records the snapshot's SHA-256. A kill at any instant therefore leaves either a complete
 new pair or an incomplete one that resume recognises and skips (resuming the newest complete pair); a
@@ -15,6 +20,8 @@ write never replaces an earlier checkpoint, and leftover temporary files are rem
 
 import copy
 import glob
+import hashlib
+import io
 import os
 import pickle
 import re
@@ -27,6 +34,12 @@ from dnnlib.util import atomic_write
 SNAPSHOT_RE = re.compile(r"network-snapshot-(\d+)(?:-(\d+))?\.pkl$")
 TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")  # dnnlib.util.atomic_path's temporary files.
 UPSTREAM_DATASET_KEYS = ("class_name", "path", "resolution", "use_labels", "max_size", "xflip", "random_seed")
+STATE_MAGIC = b"gan-plugins training state, sha256 of the rest:"  # Then 64 hex digits and a newline.
+
+
+class StateError(ValueError):
+    """A training state is missing, damaged or does not belong to its snapshot; the message names the file and a
+    checkpoint to use instead."""
 
 
 def snapshot_kimg(path):
@@ -76,10 +89,10 @@ def unit_problem(snapshot, state):
     """Why a snapshot and a loaded training state do not form one checkpoint, or None if they do.
 
     The state records the SHA-256 of the snapshot written just before it; a kill between the two writes leaves
-    a newer snapshot beside an older state (or none), which this detects."""
+    a newer snapshot beside an older state (or none), which this detects. A state without the record is refused."""
     want = state.get("snapshot_sha256") if isinstance(state, dict) else None
-    if want is None or "://" in str(snapshot):
-        return None  # States written before the binding existed, or a remote snapshot: nothing to compare.
+    if want is None:
+        return f"the training state {state_path_for(snapshot)} does not record which snapshot it belongs to"
     got = dnnlib.util.file_sha256(snapshot)
     if got != want:
         return (f"the training state {state_path_for(snapshot)} belongs to another snapshot (it records SHA-256 "
@@ -87,23 +100,35 @@ def unit_problem(snapshot, state):
     return None
 
 
+def check_unit(snapshot, state_path):
+    """None if snapshot and the state file form one checkpoint, else why not (missing, damaged, mismatched)."""
+    if state_path is None or not os.path.isfile(state_path):
+        return "its training state is missing"
+    try:
+        return unit_problem(snapshot, load_state(state_path))
+    except StateError as exc:
+        return str(exc)
+
+
 def latest_complete_unit(run_dir, log=print):
-    """(snapshot, state) of the newest snapshot whose state is present and bound to it; (newest, None) when
-    none is; (None, None) without snapshots. Incomplete newer units (a killed write) are skipped with a notice."""
+    """(snapshot, state) of the newest snapshot whose state is present, intact and bound to it; (None, None)
+    when there is none. Newer snapshots whose state is missing (a kill between the two writes) are skipped with a
+    notice; a newer state that is damaged or belongs to another snapshot is refused, naming the pair to use."""
     snaps = snapshots(run_dir)
+    skipped = []
     for snap in reversed(snaps):
-        state = state_path_for(snap)
-        if os.path.isfile(state):
-            try:
-                problem = unit_problem(snap, load_state(state))
-            except ValueError as exc:
-                problem = str(exc)
-            if problem is None:
-                return snap, state
-        else:
-            problem = "its training state is missing"
-        log(f"Notice: skipping {os.path.basename(snap)}: {problem} (an interrupted write)")
-    return (snaps[-1], None) if snaps else (None, None)
+        problem = check_unit(snap, state_path_for(snap))
+        if problem is None:
+            if skipped:
+                log(f"Notice: skipping {', '.join(skipped)}: the training state is missing (an interrupted write)")
+            return snap, state_path_for(snap)
+        if problem != "its training state is missing":
+            good = next((s for s in reversed(snaps) if check_unit(s, state_path_for(s)) is None), None)
+            hint = (f"resume from the newest good pair, --resume={good}" if good else
+                    "no intact pair remains; --resume-weights-only=1 resumes the weights of a snapshot")
+            raise StateError(f"{os.path.basename(snap)}: {problem}; {hint}")
+        skipped.append(os.path.basename(snap))
+    return None, None
 
 
 def remove_stale_temp_files(directory):
@@ -119,19 +144,38 @@ def remove_stale_temp_files(directory):
     return removed
 
 
-def resolve_resume(resume, log=print):
-    """(snapshot path or URL, sidecar state path or None) for --resume=<run dir | snapshot | URL>."""
+def resolve_resume(resume, log=print, weights_only=False):
+    """(snapshot path or URL, state path or None) for --resume=<run dir | snapshot | URL>.
+
+    An exact resume needs an intact state bound to its snapshot: a run directory resumes its newest such pair; a
+    snapshot of this trainer resumes with its state or is refused. ``weights_only`` (--resume-weights-only,
+    --resume-partial) takes the weights alone. A pickle that is not one of our snapshots (NVIDIA's, a URL) has
+    no state: its weights are resumed."""
     path = os.path.expanduser(resume)
     if os.path.isdir(path):
+        if weights_only:
+            snap = latest_snapshot(path)
+            if snap is None:
+                raise FileNotFoundError(f"--resume={resume}: the directory holds no network-snapshot-*.pkl")
+            return snap, None
         snap, state = latest_complete_unit(path, log=log)
         if snap is None:
-            raise FileNotFoundError(f"--resume={resume}: the directory holds no network-snapshot-*.pkl")
+            what = "no network-snapshot-*.pkl" if not snapshots(path) else "no snapshot with its training state"
+            raise StateError(f"--resume={resume}: the directory holds {what}, so it cannot continue exactly; "
+                             "--resume-weights-only=1 resumes the weights of its newest snapshot")
         return snap, state
     if "://" not in resume and not os.path.isfile(path):
         raise FileNotFoundError(f"--resume={resume}: no such file or directory")
     state = state_path_for(path) if "://" not in resume else None
-    if state is not None and not os.path.isfile(state):
-        state = None
+    if weights_only or state is None:
+        return path, None
+    problem = check_unit(path, state)
+    if problem is not None:
+        run_dir = os.path.dirname(os.path.abspath(path))
+        good = next((s for s in reversed(snapshots(run_dir)) if check_unit(s, state_path_for(s)) is None), None)
+        hint = f"resume from the newest good pair, --resume={good}" if good else "no intact pair is beside it"
+        raise StateError(f"--resume={resume}: {problem}; {hint}, or pass --resume-weights-only=1 to resume its "
+                         "weights alone (optimisers, counters and RNG start fresh)")
     return path, state
 
 
@@ -166,7 +210,12 @@ def save_snapshot(path, training_set_kwargs, modules, extras=None, before_rename
 
 
 def save_state(path, state, before_rename=None):
-    atomic_write(path, _then(lambda f: torch.save(state, f), before_rename))
+    """torch.save(state) behind a first line that carries the SHA-256 of what follows."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    header = STATE_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+    atomic_write(path, _then(lambda f: (f.write(header), f.write(payload)), before_rename))
     return path
 
 
@@ -182,20 +231,60 @@ def _numpy_globals():
 
 
 def load_state(path):
-    """The training state, loaded with torch.load(weights_only=True): tensors, numbers, strings, containers and
-    numpy arrays only, so a tampered file cannot run code."""
+    """The training state: its digest checked, then torch.load(weights_only=True) (tensors, numbers, strings,
+    containers and numpy arrays only, so a tampered file cannot run code), then its structure checked."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise StateError(f"cannot read the training state {path}: {exc.strerror or exc}") from None
+    payload = data
+    if data.startswith(STATE_MAGIC):  # States of earlier versions carry no digest of their own.
+        digest, payload = data[len(STATE_MAGIC):len(STATE_MAGIC) + 64], data[len(STATE_MAGIC) + 65:]
+        if hashlib.sha256(payload).hexdigest().encode() != digest:
+            raise StateError(f"the training state {path} is damaged (its contents do not match the SHA-256 it carries)")
     try:
         with torch.serialization.safe_globals(_numpy_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         first = f"unsupported global {found.group(1)}" if found else "an unsupported object"
-        raise ValueError(f"Refusing resume state {path!r}: it holds objects other than tensors, numbers, strings and "
-                         f"numpy arrays ({first}); it was not written by this trainer or has been tampered with. "
-                         "Resume from another snapshot, or move the file away to resume weights only.") from None
-    except Exception as exc:
-        raise ValueError(f"Cannot read resume state {path!r}: {exc}. The file is corrupt or truncated; "
-                         f"resume from an earlier snapshot or delete it to resume weights only.") from exc
+        raise StateError(f"refusing the training state {path}: it holds objects other than tensors, numbers, strings "
+                         f"and numpy arrays ({first}); it was not written by this trainer or has been tampered with") from None
+    except Exception as exc:  # torch.load's errors on a truncated or foreign file vary (RuntimeError, EOFError...).
+        raise StateError(f"cannot read the training state {path}: {exc.__class__.__name__}: {exc}; the file is "
+                         "corrupt or truncated") from None
+    problem = state_structure_problem(state)
+    if problem is not None:
+        raise StateError(f"the training state {path} is damaged: {problem}")
+    return state
+
+
+def state_structure_problem(state):
+    """What is wrong with a loaded state's structure (keys, types, ranges), or None."""
+    if not isinstance(state, dict):
+        return f"it is a {type(state).__name__}, not a dict"
+    for key in ("cur_nimg", "cur_tick", "batch_idx", "samples_consumed"):
+        value = state.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return f"{key} is {value!r}, not a non-negative int"
+    for key in ("optimizers", "rng"):
+        if not isinstance(state.get(key), dict):
+            return f"{key} is missing or not a dict"
+    rng = state["rng"]
+    if not (torch.is_tensor(rng.get("torch")) and rng["torch"].dtype == torch.uint8
+            and rng["torch"].numel() == torch.get_rng_state().numel()):
+        return "rng['torch'] is not a torch RNG state"
+    numpy_state = rng.get("numpy")
+    if not (isinstance(numpy_state, tuple) and len(numpy_state) == 5 and getattr(numpy_state[1], "shape", None) == (624,)):
+        return "rng['numpy'] is not a numpy RandomState state"
+    if "latent" in rng and not (torch.is_tensor(rng["latent"]) and rng["latent"].numel() == torch.get_rng_state().numel()):
+        return "rng['latent'] is not a torch RNG state"
+    if not (torch.is_tensor(state.get("pl_mean")) and state["pl_mean"].numel() == 1):
+        return "pl_mean is missing or not a scalar tensor"
+    if not isinstance(state.get("plugins", {}), dict):
+        return "plugins is not a dict"
+    return None
 
 
 # ----------------------------------------------------------------------------

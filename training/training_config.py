@@ -251,9 +251,10 @@ def apply_resume(c, opts):
             raise UserError(f"--resume={resume}: {exc}") from None
         desc = f"-resume{resume}" if resume in RESUME_SPECS else "-resumecustom"
     else:
+        weights_only = bool(opts.get("resume_weights_only") or opts.get("resume_partial"))
         try:
-            c.resume_pkl, c.resume_state = checkpoint.resolve_resume(resume)
-        except FileNotFoundError as exc:
+            c.resume_pkl, c.resume_state = checkpoint.resolve_resume(resume, weights_only=weights_only)
+        except (FileNotFoundError, checkpoint.StateError) as exc:
             raise UserError(str(exc)) from None
         desc = "-resumecustom"
     if c.get("resume_state") is None:

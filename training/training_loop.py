@@ -343,8 +343,8 @@ class Trainer:
             nimg = checkpoint.snapshot_nimg(resume_pkl)
             kimg = None if nimg is None else nimg / 1000
             self.cur_nimg = self.tick_start_nimg = nimg or 0
-            self.log("Notice: no training state beside the pickle; resuming weights only "
-                     f"(optimisers and counters start fresh, kimg continues from {kimg or 0}).")
+            self.log("Notice: resuming weights only (no training state asked for or beside the pickle): optimisers, "
+                     f"counters and RNG start fresh, kimg continues from {kimg or 0}.")
             return None
         self.load_state_dict(state)
         self.log(f"Restored training state from {resume_state} at kimg {self.cur_nimg / 1000:.1f}")
