@@ -19,7 +19,7 @@ import dnnlib
 from plugins import PluginError
 from plugins.host import PluginHost, available_plugins, find_plugin, make_plugin_kwargs, parse_plugin_list
 from torch_utils import distributed
-from training import checkpoint, training_loop, trusted_classes
+from training import checkpoint, run_lock, training_loop, trusted_classes
 from training.training_config import CFG_SPECS, UserError, build_config
 from training.training_loop import SetupError
 
@@ -90,6 +90,7 @@ def launch_training(c, desc, outdir, dry_run, host=None):
         return None
     created_outdir = not os.path.isdir(outdir)
     c.run_dir = run_dir = allocate_run_dir(outdir, desc)
+    run_lock.acquire(run_dir)  # One run, one writer (training/run_lock.py).
     logger = dnnlib.util.Logger(file_name=os.path.join(run_dir, "log.txt"), file_mode="a", should_flush=True)
     try:
         print_options(c, run_dir)
@@ -104,6 +105,7 @@ def launch_training(c, desc, outdir, dry_run, host=None):
         raise
     finally:
         logger.close()
+        run_lock.release(run_dir)
 
 
 def print_options(c, run_dir):
@@ -298,8 +300,8 @@ def run(opts, enabled, values_by_plugin):
     try:
         c, desc, host = config_from_options(opts, enabled, values_by_plugin)
         launch_training(c=c, desc=desc, outdir=os.path.expanduser(opts.outdir), dry_run=opts.dry_run, host=host)
-    except (UserError, PluginError, SetupError, training_loop.NonFiniteLossError,
-            training_loop.CheckpointWriteError) as exc:  # Bad input, a refusal, NaN, a failed write.
+    except (UserError, PluginError, SetupError, training_loop.NonFiniteLossError, training_loop.CheckpointWriteError,
+            run_lock.RunLockedError) as exc:  # Bad input, a refusal, NaN, a failed write, a live run.
         raise click.ClickException(str(exc)) from None
 
 
@@ -318,9 +320,10 @@ def run_under_torchrun(opts, enabled, values_by_plugin):
             outdir = os.path.expanduser(opts.outdir)
             check_outdir(outdir)
             c.run_dir = allocate_run_dir(outdir, desc)
+            run_lock.acquire(c.run_dir)
             training_loop.write_training_options(c.run_dir, c)
             print(f"Output directory:   {c.run_dir} ({c.num_gpus} processes, torchrun)")
-        except (UserError, PluginError, SetupError) as exc:
+        except (UserError, PluginError, SetupError, run_lock.RunLockedError) as exc:
             message = str(exc)
     c, message = distributed.broadcast_object((c, message))
     if message is not None:
@@ -332,6 +335,9 @@ def run_under_torchrun(opts, enabled, values_by_plugin):
         if rank == 0:
             remove_unfinished_run(c["run_dir"], os.path.dirname(c["run_dir"]), created_outdir=False)
         raise click.ClickException(str(exc)) from None
+    finally:
+        if rank == 0:
+            run_lock.release(c["run_dir"])
 
 
 def replay_config(opts, enabled=()):

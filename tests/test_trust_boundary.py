@@ -181,3 +181,41 @@ def test_no_silent_weights_only_resume(two_checkpoints, tiny_digits, tmp_path):
     result = run_train([*args, f"--resume={snaps[-1]}"])
     assert result.returncode != 0 and "its training state is missing" in result.stderr
     assert checkpoint.resolve_resume(run_dir, weights_only=True) == (snaps[-1], None)
+
+
+# ----------------------------------------------------------------------------- one run, one writer
+
+
+def test_a_live_run_is_not_resumed_or_cleaned_and_a_stale_lock_is_taken_over(two_checkpoints, tiny_digits, tmp_path):
+    import json as json_
+    import socket
+
+    from training import run_lock
+
+    run_dir, _snaps = two_checkpoints
+    inflight = os.path.join(run_dir, ".network-snapshot-000001.pkl.0123456789ab.tmp")  # A live run's write.
+    open(inflight, "wb").close()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with open(os.path.join(run_dir, run_lock.LOCK_NAME), "w") as f:
+            json_.dump(dict(pid=sleeper.pid, host=socket.gethostname(), started="2026-12-07T10:00:00"), f)
+        args = [f"--outdir={tmp_path}/out", f"--data={tiny_digits}", "--cond=1", "--cfg=tiny", "--kimg=0.1",
+                "--workers=0", "--metrics=none", "--tensorboard=0", f"--resume={run_dir}"]
+        result = run_train(args)
+        assert result.returncode != 0 and f"is being written by process {sleeper.pid}" in result.stderr
+        assert "stop that run before you resume it" in result.stderr and "Traceback" not in result.stderr
+        assert os.path.exists(inflight)  # Not removed as "left by an interrupted write".
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert run_lock.holder(run_dir) is None  # Its process is gone: the lock is stale.
+    run_lock.acquire(run_dir, log=lambda *a: None)
+    assert json_.load(open(os.path.join(run_dir, run_lock.LOCK_NAME)))["pid"] == os.getpid()
+    run_lock.release(run_dir)
+    assert not os.path.exists(os.path.join(run_dir, run_lock.LOCK_NAME))
+
+
+def test_a_finished_run_leaves_no_lock(two_checkpoints, tiny_digits, tmp_path):
+    run_train([f"--outdir={tmp_path}/out", f"--data={tiny_digits}", "--cond=1", *TINY], expect_ok=True)
+    (run_dir,) = glob.glob(str(tmp_path / "out" / "00000-*"))
+    assert ".run.lock" not in os.listdir(run_dir)

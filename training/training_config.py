@@ -252,6 +252,14 @@ def apply_resume(c, opts):
         desc = f"-resume{resume}" if resume in RESUME_SPECS else "-resumecustom"
     else:
         weights_only = bool(opts.get("resume_weights_only") or opts.get("resume_partial"))
+        from training import run_lock
+
+        source_dir = resume if os.path.isdir(os.path.expanduser(resume)) else os.path.dirname(os.path.abspath(
+            os.path.expanduser(resume)))
+        try:
+            run_lock.check_not_live(source_dir, "resume it")
+        except run_lock.RunLockedError as exc:
+            raise UserError(str(exc)) from None
         try:
             c.resume_pkl, c.resume_state = checkpoint.resolve_resume(resume, weights_only=weights_only)
         except (FileNotFoundError, checkpoint.StateError) as exc:

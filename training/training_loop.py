@@ -19,7 +19,7 @@ import torch
 import dnnlib
 from torch_utils import distributed, misc, training_stats
 from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
-from training import checkpoint, image_grid
+from training import checkpoint, image_grid, run_lock
 from training.loss import LossTerm
 from training.plugin_api import OptimizerSpec, PluginError, RunContext, check_labels
 from training.run_logging import RunLoggers
@@ -307,7 +307,9 @@ class Trainer:
 
         self.log(f'Resuming from "{resume_pkl}"')
         if self.rank == 0 and "://" not in str(resume_pkl):
-            for name in checkpoint.remove_stale_temp_files(os.path.dirname(os.path.abspath(resume_pkl))):
+            source_dir = os.path.dirname(os.path.abspath(resume_pkl))
+            run_lock.check_not_live(source_dir, "resume it")  # Its temporary files may be a live write.
+            for name in checkpoint.remove_stale_temp_files(source_dir):
                 self.log(f"Removed {name}, left by an interrupted write")
         try:
             with dnnlib.util.open_url(resume_pkl) as f:
@@ -855,7 +857,8 @@ def training_loop(**kwargs):
     """Set up (every input checked), then train. The launcher made run_dir and removes it if this fails early."""
     try:
         trainer = Trainer(**kwargs)
-    except (ValueError, OSError) as exc:  # Bad input found while setting up (DatasetError, PluginError, resume).
+    except (ValueError, OSError, run_lock.RunLockedError) as exc:  # Bad input found while setting up (DatasetError,
+        # PluginError, a resume that does not fit, a live run's directory).
         raise SetupError(str(exc)) from exc
     trainer.run()
     return trainer
