@@ -143,7 +143,7 @@ def parse_fake_labels(text):
 @click.option("--classifier", help="Offline classifier (TorchScript) for *_cls metrics [default: cached/trained]", metavar="PATH")
 @click.option("--fake-labels", help="Classes of fakes: dataset (as counts), uniform, or a comma list", default="dataset", show_default=True)
 @click.option("--num-gen", help="Use at most this many fakes (quick, non-standard values)", type=int, metavar="INT")
-@click.option("--seed", help="Random seed of the fakes [default: random]", type=int, metavar="INT")
+@click.option("--seed", help="Random seed of the fakes [default: random]", type=click.IntRange(0, 2 ** 32 - 1), metavar="INT")
 @click.option("--run-dir", help="Where metric-<name>.jsonl goes [default: the snapshot's directory]", metavar="DIR")
 def calc_metrics(ctx, network_pkl, metrics, data, label_file, mirror, gpus, verbose, device, detector_dir, detector_sha256,
                  classifier, fake_labels, num_gen, seed, run_dir):

@@ -137,6 +137,8 @@ def generate_video(G, seeds, class_idx, truncation_psi, noise_mode, path, frames
             frame = to_uint8(img)[0]
             frames.append(frame[:, :, 0] if frame.shape[2] == 1 else frame)
     ext = os.path.splitext(path)[1].lower()
+    if ext not in (".gif", ".mp4"):
+        raise click.ClickException(f"--video={path}: use a .gif or .mp4 file name")
     with dnnlib.util.atomic_path(path) as tmp:
         tmp_with_ext = tmp + ext  # imageio picks the format from the extension.
         try:
@@ -160,7 +162,7 @@ def generate_video(G, seeds, class_idx, truncation_psi, noise_mode, path, frames
 @click.option("--projected-w", help="Generate from a projected W file (.npz with key 'w')", type=str, metavar="FILE")
 @click.option("--class-grid", is_flag=True, help="Write class_grid.png: one row per class, one column per seed")
 @click.option("--video", help="Write a latent-interpolation video (.gif or .mp4) through the seeds", metavar="FILE")
-@click.option("--frames", help="Frames per seed for --video", type=int, default=30, show_default=True)
+@click.option("--frames", help="Frames per seed for --video", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--device", help="cpu, cuda, mps or auto", default="auto", show_default=True)
 @click.option("--outdir", help="Where to save the output images", type=str, required=True, metavar="DIR")
 def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, projected_w, class_grid, video,

@@ -109,10 +109,18 @@ def convert_network_pickle(source, dest, force_fp16):
     from dnnlib.util import atomic_write
 
     print(f'Loading "{source}"...')
-    with dnnlib.util.open_url(source) as f:
-        data = load_network_pkl(f, force_fp16=force_fp16)
+    try:
+        with dnnlib.util.open_url(source) as f:
+            data = load_network_pkl(f, force_fp16=force_fp16)
+    except NetworkPickleError as exc:
+        raise click.ClickException(f"--source: {exc}") from None
+    except (OSError, dnnlib.util.DownloadError) as exc:
+        raise click.ClickException(f"--source={source}: cannot read it: {exc}") from None
     print(f'Saving "{dest}"...')
-    atomic_write(dest, lambda f: pickle.dump(data, f))
+    try:
+        atomic_write(dest, lambda f: pickle.dump(data, f))
+    except OSError as exc:
+        raise click.ClickException(f"--dest={dest}: cannot write it: {exc.strerror or exc}; nothing was written") from None
     print("Done.")
 
 

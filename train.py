@@ -147,6 +147,8 @@ def load_run_config(path):
             c = easy(json.load(f))
     except (OSError, ValueError) as exc:
         raise UserError(f"--config={path}: cannot read it as JSON: {exc}") from None
+    if not isinstance(c, dict):
+        raise UserError(f"--config={path}: not a training_options.json written by train.py (not a JSON object)")
     missing = [k for k in ("training_set_kwargs", "G_kwargs", "D_kwargs", "loss_kwargs", "batch_size") if k not in c]
     if missing:
         raise UserError(f"--config={path}: not a training_options.json written by train.py (no {', '.join(missing)})")
@@ -199,7 +201,7 @@ CORE_OPTIONS = [
                  type=click.Choice(["blit", "geom", "color", "filter", "noise", "cutout", "bg", "bgc", "bgcf", "bgcfn", "bgcfnc"])),
     # Transfer learning.
     click.Option(["--resume"], help="Resume from a run directory, snapshot pickle or URL (or ffhq256, ...)", metavar="PKL"),
-    click.Option(["--freezed"], help="Freeze-D [default: 0 layers]", type=int, metavar="INT"),
+    click.Option(["--freezed"], help="Freeze-D [default: 0 layers]", type=click.IntRange(min=0), metavar="INT"),
     # Performance options.
     click.Option(["--fp32"], help="Disable mixed-precision training", type=bool, metavar="BOOL"),
     click.Option(["--nhwc"], help="Use NHWC memory format with FP16", type=bool, metavar="BOOL"),

@@ -45,6 +45,15 @@ CASES = [
     ("generate.py", "--network={snap} --outdir={out} --seeds=4294967296 --class=0",
      "seed 4294967296 is out of range: seeds are 0..4294967295"),
     ("generate.py", "--network={snap} --outdir={out} --seeds=5-1 --class=0", "'5-1' is an empty range"),
+    ("train.py", "--data={data} --outdir={out} --cfg=tiny --cond=1 --freezed=99",
+     "--freezed=99: D has 7 layers at 16 px; freeze 0..7 of them"),
+    ("generate.py", "--network={snap} --outdir={out} --video={out}/v.gif --frames=0 --class=0",
+     "Invalid value for '--frames': 0 is not in the range x>=1"),
+    ("generate.py", "--network={snap} --outdir={out} --video={out}/v.avi --class=0 --seeds=0-1",
+     "use a .gif or .mp4 file name"),
+    ("calc_metrics.py", "--network={snap} --metrics=class_consistency --seed=-1", "-1 is not in the range 0<=x<=4294967295"),
+    ("legacy.py", "--source={file} --dest={out}/x.pkl", "--source: {file}: the file is empty"),
+    ("train.py", "--data={data} --outdir={out} --cfg=tiny --cond=1 --resume={out}", "--resume={out}: no such file"),
 ]
 
 
@@ -215,10 +224,27 @@ def test_a_full_disk_names_the_path_and_keeps_earlier_snapshots(tmp_path, tiny_d
         return real(path, state, before_rename=before_rename)
 
     monkeypatch.setattr(checkpoint, "save_state", fail_second)
-    with pytest.raises(CheckpointWriteError, match=r"No space left on device .*earlier snapshots are intact"):
+    with pytest.raises(CheckpointWriteError, match=r"No space left on device .*earlier files are intact.* resume "
+                                                   r"with --resume="):
         run_tiny_training(str(tmp_path / "run"), tiny_digits, iterations=4, network_snapshot_ticks=1)
     snap, state = checkpoint.resolve_resume(str(tmp_path / "run"), log=lambda *a: None)
     assert os.path.basename(snap) == "network-snapshot-000000.pkl" and state is not None  # The first pair.
+
+
+def test_a_full_disk_while_a_grid_is_written_gets_the_same_message(tmp_path, tiny_digits, monkeypatch):
+    """The grid is written before any snapshot exists: the advice is to start again, not to resume."""
+    import errno
+
+    from training import image_grid
+    from training.training_loop import CheckpointWriteError
+
+    def full(img, path, drange, grid_size):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(image_grid, "save_image_grid", full)
+    with pytest.raises(CheckpointWriteError, match=r"writing the image grid .*reals.png failed: No space left on "
+                                                   r"device.*start the run again"):
+        run_tiny_training(str(tmp_path / "run"), tiny_digits, iterations=1)
 
 
 def test_runs_started_at_the_same_instant_get_their_own_directories(tmp_path):

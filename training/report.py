@@ -54,7 +54,7 @@ class ReportError(Exception):
 def read_jsonl(path):
     """The complete JSON lines of a file (a line being written right now, or a damaged one, is skipped)."""
     rows = []
-    with open(path, "r", encoding="utf-8") as f:
+    with open(path, "r", encoding="utf-8", errors="replace") as f:  # A binary file yields no rows, not a traceback.
         for line in f:
             try:
                 row = json.loads(line)

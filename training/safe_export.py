@@ -77,7 +77,7 @@ def describe(net):
     desc = dict(class_name=_class_path(net), init_args=_jsonable(list(net.init_args), type(net).__name__),
                 init_kwargs=_jsonable(dict(net.init_kwargs), type(net).__name__), extensions={})
     # Submodules a plugin removed after construction (e.g. transitional's D.b4.out): removed again on load.
-    fresh = _build(desc)
+    fresh = _build(desc, type(net).__name__)
     live = {name for name, _ in net.named_modules()}
     desc["removed"] = sorted(name for name, _ in fresh.named_modules() if name and name not in live
                              and name.rpartition(".")[0] in live)
@@ -109,19 +109,43 @@ def export_networks(networks, path, training_set_kwargs=None):
 
 
 def _allowed_class(class_name):
-    module_name, _, name = class_name.rpartition(".")
-    if not module_name.startswith(ALLOWED_PREFIXES):
-        raise SafeExportError(f"refusing class {class_name!r}: only this project's training.* and plugins.nets.* "
-                              "network classes are built from a safetensors file")
+    module_name, _, name = str(class_name).rpartition(".")
+    if module_name not in network_modules():  # Checked as a string: nothing else is imported.
+        raise SafeExportError(f"refusing class {class_name!r}: only the network classes of "
+                              f"{', '.join(network_modules())} are built from a safetensors file")
     cls = getattr(importlib.import_module(module_name), name, None)
     if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
         raise SafeExportError(f"refusing {class_name!r}: not a torch.nn.Module class")
     return cls
 
 
-def _build(desc):
+MAX_HEADER_NUMBER = 2 ** 20  # Larger sizes in a header are not a network of this project (and would exhaust memory).
+
+
+def _check_numbers(value, where):
+    if isinstance(value, dict):
+        for key, child in value.items():
+            _check_numbers(child, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, child in enumerate(value):
+            _check_numbers(child, f"{where}[{i}]")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and not abs(value) <= MAX_HEADER_NUMBER:
+        raise SafeExportError(f"{where} = {value!r} is not a plausible network setting")
+
+
+def _build(desc, where):
+    if not isinstance(desc, dict) or not isinstance(desc.get("class_name"), str):
+        raise SafeExportError(f"{where}: not a network description (a JSON object with class_name)")
     cls = _allowed_class(desc["class_name"])
-    return cls(*desc.get("init_args", []), **desc.get("init_kwargs", {}))
+    args, kwargs = desc.get("init_args", []), desc.get("init_kwargs", {})
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise SafeExportError(f"{where}: init_args must be a list and init_kwargs an object")
+    _check_numbers([args, kwargs], where)
+    try:
+        return cls(*args, **kwargs)
+    except Exception as exc:  # Any constructor complaint about the header's arguments is bad input, not a bug here.
+        raise SafeExportError(f"{where}: {desc['class_name']} cannot be built from the recorded arguments "
+                              f"({exc.__class__.__name__}: {exc})") from None
 
 
 def load_networks(path, device="cpu"):
@@ -140,24 +164,36 @@ def load_networks(path, device="cpu"):
     if header is None:
         raise SafeExportError(f"{path}: a safetensors file without this project's network header; export it with "
                               "python -m training.safe_export SNAP.pkl")
-    config = json.loads(header)
-    if config.get("format") != FORMAT:
-        raise SafeExportError(f"{path}: format {config.get('format')!r}, expected {FORMAT!r}")
+    try:
+        config = json.loads(header)
+    except ValueError as exc:
+        raise SafeExportError(f"{path}: its network header is not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        found = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise SafeExportError(f"{path}: format {found!r}, expected {FORMAT!r}")
+    if not isinstance(config.get("networks"), dict) or not isinstance(config.get("training_set_kwargs", {}), dict):
+        raise SafeExportError(f"{path}: the header's networks and training_set_kwargs must be JSON objects")
     networks = {}
     for key, desc in config["networks"].items():
-        net = _build(desc)
-        for removed in desc.get("removed", []):
-            parent, _, name = removed.rpartition(".")
-            setattr(net.get_submodule(parent) if parent else net, name, None)
-        for ext_path, ext_desc in desc.get("extensions", {}).items():
-            holder_path, _, name = ext_path.rpartition(".")
-            net.get_submodule(holder_path)[name] = _build(ext_desc)
-        state = {k[len(key) + 1:]: v for k, v in tensors.items() if k.startswith(key + ".")}
-        result = net.load_state_dict(state, strict=False)
+        net = _build(desc, f"{path}: {key}")
+        try:
+            for removed in desc.get("removed", []):
+                parent, _, name = removed.rpartition(".")
+                setattr(net.get_submodule(parent) if parent else net, name, None)
+            for ext_path, ext_desc in desc.get("extensions", {}).items():
+                holder_path, _, name = ext_path.rpartition(".")
+                net.get_submodule(holder_path)[name] = _build(ext_desc, f"{path}: {key}.{ext_path}")
+            state = {k[len(key) + 1:]: v for k, v in tensors.items() if k.startswith(key + ".")}
+            result = net.load_state_dict(state, strict=False)
+        except (AttributeError, TypeError, KeyError, RuntimeError) as exc:  # Paths or shapes the network lacks.
+            raise SafeExportError(f"{path}: {key} does not match its recorded configuration "
+                                  f"({exc.__class__.__name__}: {str(exc)[:300]})") from None
         if result.missing_keys or result.unexpected_keys:
             raise SafeExportError(f"{path}: {key} does not match its recorded configuration (missing "
                                   f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]})")
         networks[key] = net.eval().requires_grad_(False).to(device)
+    if "G_ema" not in networks:
+        raise SafeExportError(f"{path}: holds no G_ema network (networks: {', '.join(networks) or 'none'})")
     return networks, config.get("training_set_kwargs", {})
 
 

@@ -179,6 +179,11 @@ class Trainer:
         self.G = self.G.train().requires_grad_(False).to(self.device)  # Again: extensions arrive trainable.
         self.D = self.D.train().requires_grad_(False).to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval()
+        freeze = (c.D_kwargs.get("block_kwargs") or {}).get("freeze_layers", 0)
+        layers = sum(getattr(self.D, f"b{res}").num_layers for res in self.D.block_resolutions)
+        if not 0 <= freeze <= layers:
+            raise ValueError(f"--freezed={freeze}: D has {layers} layers at {self.training_set.resolution} px; "
+                             f"freeze 0..{layers} of them")
         self.frozen_modules = {}  # Used by plugins, never trained or saved.
         for plugin, modules in self.host.each("gan_frozen_modules", device=self.device):
             for name, module in (modules or {}).items():
@@ -288,8 +293,11 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             self.grid_size, images, labels = image_grid.setup_snapshot_image_grid(self.training_set, self.c.random_seed)
             labels = self.grid_labels(labels)
-            image_grid.save_image_grid(images, os.path.join(self.run_dir, "reals.png"), drange=[0, 255],
-                                       grid_size=self.grid_size)
+            try:
+                image_grid.save_image_grid(images, os.path.join(self.run_dir, "reals.png"), drange=[0, 255],
+                                           grid_size=self.grid_size)
+            except OSError as exc:
+                raise self.write_error("the image grid", os.path.join(self.run_dir, "reals.png"), exc) from None
             gen = torch.Generator().manual_seed(self.c.random_seed)
             self.grid_z = torch.randn([labels.shape[0], self.G.z_dim], generator=gen).to(self.device).split(self.batch_gpu)
             self.grid_c = torch.from_numpy(labels).to(self.device).split(self.batch_gpu)
@@ -549,7 +557,10 @@ class Trainer:
             grids.update(answer or {})
         for prefix, images in grids.items():
             path = os.path.join(self.run_dir, f"{prefix}{suffix}")
-            image_grid.save_image_grid(images, path, drange=[-1, 1], grid_size=self.grid_size)
+            try:
+                image_grid.save_image_grid(images, path, drange=[-1, 1], grid_size=self.grid_size)
+            except OSError as exc:
+                raise self.write_error("the image grid", path, exc) from None
             if prefix == "fakes":
                 self.last_grid = path
 
@@ -578,10 +589,16 @@ class Trainer:
                     export_networks({"G_ema": self.G_ema}, os.path.splitext(path)[0] + ".safetensors",
                                     checkpoint.upstream_dataset_kwargs(self.c.training_set_kwargs))
             except OSError as exc:
-                raise CheckpointWriteError(f"writing the checkpoint {path} failed: {exc.strerror or exc} "
-                                           f"({exc.filename or path}); earlier snapshots are intact. Free disk space "
-                                           "or fix the permissions, then resume with --resume=" + self.run_dir) from None
+                raise self.write_error("the checkpoint", path, exc) from None
         return path
+
+    def write_error(self, what, path, exc):
+        """The message of a failed write (disk full, permissions): what is intact and what to do next."""
+        snapshot = checkpoint.latest_snapshot(self.run_dir)
+        then = (f"resume with --resume={self.run_dir} (its newest complete checkpoint is used)" if snapshot else
+                "start the run again (nothing worth resuming was written yet)")
+        return CheckpointWriteError(f"writing {what} {path} failed: {exc.strerror or exc} ({exc.filename or path}); "
+                                    f"earlier files are intact. Free disk space or fix the permissions, then {then}")
 
     def prune_state_checkpoints(self):
         """Delete the --state-ticks checkpoints older than the one just completed (they only bridge a crash)."""

@@ -29,7 +29,7 @@ class UntrustedInput(ValueError):
 def check_class(key, class_name, source):
     """Refuse ``class_name`` at config key ``key`` unless it is on the allow-list (nothing is imported)."""
     allowed = ALLOWED.get(key, set())
-    if class_name not in allowed:
+    if not isinstance(class_name, str) or class_name not in allowed:
         choices = ", ".join(sorted(allowed)) or "no class at all"
         raise UntrustedInput(f"{source}: {key}.class_name = {class_name!r} is not allowed there (allowed: {choices}); "
                              "a file may not name other code. Change it back, or train with a plugin")
@@ -42,8 +42,50 @@ def installed_plugin_classes():
     return {value.replace(":", ".") for value in entry_point_names().values()}
 
 
+# Types of the run config's scalar settings (a replayed file must have them; nested kwargs are checked by the
+# constructors they reach, and by the allow-list above for class names).
+NUMBER = (int, float)
+SCALAR_TYPES = {
+    "num_gpus": int, "batch_size": int, "batch_gpu": int, "random_seed": int, "total_kimg": NUMBER,
+    "kimg_per_tick": NUMBER, "ema_kimg": NUMBER, "ema_rampup": (NUMBER, type(None)), "G_reg_interval": (int, type(None)),
+    "D_reg_interval": (int, type(None)), "augment_p": NUMBER, "ada_target": (NUMBER, type(None)), "ada_interval": int,
+    "ada_kimg": NUMBER, "image_snapshot_ticks": (int, type(None)), "network_snapshot_ticks": (int, type(None)),
+    "state_ticks": (int, type(None)), "fake_labels": (str, type(None)), "metrics": list, "device": str,
+}
+POSITIVE = ("num_gpus", "batch_size", "batch_gpu", "total_kimg", "kimg_per_tick")
+
+
+def check_config_types(config, source):
+    """Refuse a run config whose settings have the wrong type or range, naming the key."""
+    import math
+
+    for key, expected in SCALAR_TYPES.items():
+        if key not in config:
+            continue
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, expected):
+            raise UntrustedInput(f"{source}: {key} = {value!r} has the wrong type (a {type(value).__name__}); "
+                                 "fix the file or start the run from its command line")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UntrustedInput(f"{source}: {key} = {value!r} is not a finite number")
+        if key in POSITIVE and value <= 0:
+            raise UntrustedInput(f"{source}: {key} = {value!r} must be positive")
+    for key in ALLOWED:
+        if key in config and config[key] is not None and not isinstance(config[key], dict):
+            raise UntrustedInput(f"{source}: {key} must be a JSON object, not {type(config[key]).__name__}")
+    if isinstance(config.get("random_seed"), int) and not 0 <= config["random_seed"] < 2 ** 32:
+        raise UntrustedInput(f"{source}: random_seed = {config['random_seed']} is out of range 0..2^32-1")
+    if isinstance(config.get("batch_size"), int) and isinstance(config.get("batch_gpu"), int) and \
+            isinstance(config.get("num_gpus"), int) and config["batch_size"] % (config["batch_gpu"] * config["num_gpus"]):
+        raise UntrustedInput(f"{source}: batch_size must be a multiple of batch_gpu * num_gpus")
+
+
 def check_run_config(config, source, command_line_plugins=()):
-    """Refuse a run config that names code outside the allow-list (see the module docstring)."""
+    """Refuse a run config that names code outside the allow-list (see the module docstring) or has settings of
+    the wrong type."""
+    if not isinstance(config, dict):
+        raise UntrustedInput(f"{source}: not a JSON object")
+    check_config_types(config, source)
     _check_tree(config, source, path="")
     plugin_kwargs = config.get("plugin_kwargs") or {}
     if not isinstance(plugin_kwargs, dict):
