@@ -106,16 +106,18 @@ def generate_seed_images(G, seeds, class_idx, truncation_psi, noise_mode, outdir
         save_png(to_pil(to_uint8(img)[0]), os.path.join(outdir, f"seed{seed:04d}.png"))
 
 
-def generate_class_grid(G, seeds, truncation_psi, noise_mode, outdir, device):
-    """One row per class, one column per seed (the same z in every row)."""
+def generate_class_grid(G, seeds, truncation_psi, noise_mode, outdir, device, scale=None, gap=None):
+    """One row per class, one column per seed (the same z in every row); small tiles enlarged and separated."""
+    from torch_utils.grid_layout import tile_grid
+
     if G.c_dim == 0:
         raise click.ClickException("--class-grid needs a conditional network; this one has no classes")
     z = torch.cat([seed_z(G, seed, device) for seed in seeds])
-    rows = []
+    tiles = []
     for class_idx in range(G.c_dim):
         img = G(z, make_labels(G, class_idx, len(seeds), device), truncation_psi=truncation_psi, noise_mode=noise_mode)
-        rows.append(np.concatenate(list(to_uint8(img)), axis=1))
-    grid = np.concatenate(rows, axis=0)
+        tiles.append(to_uint8(img))
+    grid = tile_grid(np.concatenate(tiles), (len(seeds), G.c_dim), scale=scale, gap=gap)
     path = os.path.join(outdir, "class_grid.png")
     save_png(to_pil(grid), path)
     print(f"Wrote {path} ({G.c_dim} classes x {len(seeds)} seeds)")
@@ -161,12 +163,14 @@ def generate_video(G, seeds, class_idx, truncation_psi, noise_mode, path, frames
 @click.option("--noise-mode", help="Noise mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
 @click.option("--projected-w", help="Generate from a projected W file (.npz with key 'w')", type=str, metavar="FILE")
 @click.option("--class-grid", is_flag=True, help="Write class_grid.png: one row per class, one column per seed")
+@click.option("--grid-scale", type=click.IntRange(min=1), help="Enlarge --class-grid tiles by this factor; 1 = raw [default: auto, tiles >= 64 px]")
+@click.option("--grid-gap", type=click.IntRange(min=0), help="Pixels between --class-grid tiles; 0 = none [default: auto]")
 @click.option("--video", help="Write a latent-interpolation video (.gif or .mp4) through the seeds", metavar="FILE")
 @click.option("--frames", help="Frames per seed for --video", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--device", help="cpu, cuda, mps or auto", default="auto", show_default=True)
 @click.option("--outdir", help="Where to save the output images", type=str, required=True, metavar="DIR")
-def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, projected_w, class_grid, video,
-                    frames, device, outdir):
+def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, projected_w, class_grid, grid_scale,
+                    grid_gap, video, frames, device, outdir):
     """Generate images using a pretrained network pickle."""
     if not np.isfinite(truncation_psi):
         raise click.BadParameter(f"{truncation_psi!r} is not a finite number", param_hint="--trunc")
@@ -186,7 +190,7 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, p
                 save_png(to_pil(to_uint8(img)[0]), os.path.join(outdir, f"proj{idx:02d}.png"))
             return
         if class_grid:
-            generate_class_grid(G, seeds, truncation_psi, noise_mode, outdir, device)
+            generate_class_grid(G, seeds, truncation_psi, noise_mode, outdir, device, scale=grid_scale, gap=grid_gap)
         if video is not None:
             generate_video(G, seeds, class_idx, truncation_psi, noise_mode, os.path.expanduser(video), frames, device)
         if not class_grid and video is None:

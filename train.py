@@ -173,6 +173,8 @@ CORE_OPTIONS = [
     click.Option(["--resume-partial"], help="With --resume: copy only the tensors that fit this configuration (transfer to another resolution; weights only) [default: false]", type=bool, metavar="BOOL"),
     click.Option(["--resume-weights-only"], help="With --resume: take the snapshot's weights alone (optimisers, counters and RNG start fresh) instead of an exact resume [default: false]", type=bool, metavar="BOOL"),
     click.Option(["--state-ticks"], help="Also write a resumable checkpoint every N ticks between snapshots; only the newest is kept [default: off]", type=click.IntRange(min=1), metavar="INT"),
+    click.Option(["--grid-scale"], help="Enlarge the sample grids' tiles by this whole factor; 1 = raw size [default: auto, tiles >= 64 px]", type=click.IntRange(min=1), metavar="INT"),
+    click.Option(["--grid-gap"], help="Pixels between the sample grids' tiles; 0 = none [default: auto]", type=click.IntRange(min=0), metavar="INT"),
     click.Option(["--export-safetensors"], help="Also write G_ema of each snapshot as .safetensors (weights without code) [default: false]", type=bool, metavar="BOOL"),
     click.Option(["--metrics"], help='Comma-separated list or "none" [default: fid50k_full]', type=str),
     click.Option(["--seed"], help="Random seed [default: 0]", type=click.IntRange(0, 2 ** 32 - 1), metavar="INT"),

@@ -47,7 +47,7 @@ def test_report_of_a_short_run_with_plugins_and_metrics(tmp_path, tmp_path_facto
     assert {"loss_noisytwins", "metric_class_consistency",
             "metric_class_consistency_class_consistency_per_class"} <= stems
     # The newest grids of each kind (UTLO's low-resolution grid included) and the reals.
-    assert {"reals.png", "fakes000000.png", "fakes_uc000000.png"} <= refs
+    assert {"reals.png", "fakes000000-000000016.png", "fakes_uc000000-000000016.png"} <= refs  # The 2nd tick's.
     html_text = open(os.path.join(trainer.run_dir, "report.html"), encoding="utf-8").read()
     assert "class_consistency = " in html_text
 

@@ -4,6 +4,7 @@ import numpy as np
 import PIL.Image
 
 from dnnlib.util import atomic_write
+from torch_utils.grid_layout import tile_grid
 
 
 def grid_shape(training_set):
@@ -41,15 +42,15 @@ def setup_snapshot_image_grid(training_set, random_seed=0):
     return (gw, gh), np.stack(images), np.stack(labels)
 
 
-def save_image_grid(img, path, drange, grid_size):
-    """Write a [N, C, H, W] float or uint8 batch as one PNG grid, atomically."""
+def save_image_grid(img, path, drange, grid_size, scale=None, gap=None):
+    """Write a [N, C, H, W] float or uint8 batch as one PNG grid, atomically: readable by default (small tiles
+    enlarged, a gap between tiles; torch_utils/grid_layout.py); scale=1, gap=0 writes NVIDIA's raw grid."""
     lo, hi = drange
     img = np.asarray(img, dtype=np.float32)
     img = (img - lo) * (255 / (hi - lo))
     img = np.rint(img).clip(0, 255).astype(np.uint8)
-    gw, gh = grid_size
     _N, C, H, W = img.shape
-    img = img.reshape(gh, gw, C, H, W).transpose(0, 3, 1, 4, 2).reshape(gh * H, gw * W, C)
     assert C in [1, 3]
+    img = tile_grid(img.transpose(0, 2, 3, 1), grid_size, scale=scale, gap=gap)
     pil = PIL.Image.fromarray(img[:, :, 0], "L") if C == 1 else PIL.Image.fromarray(img, "RGB")
     atomic_write(path, lambda f: pil.save(f, format="PNG"))

@@ -22,7 +22,7 @@ import click
 import dnnlib
 
 REPORT_DIR = "report"
-GRID_RE = re.compile(r"^(fakes[A-Za-z0-9_]*?)(\d{6})\.png$")
+GRID_RE = re.compile(r"^(fakes[A-Za-z0-9_]*?)(\d{6})(?:-(\d{9}))?\.png$")  # Sub-kimg grids carry the image count.
 PER_CLASS_RE = re.compile(r"^(.+)_c(\d+)$")
 BANDS = ("many", "medium", "few")
 BAND_RE = re.compile(r"^(.+)_(many|medium|few)$")
@@ -157,9 +157,9 @@ def latest_grids(run_dir):
         m = GRID_RE.match(os.path.basename(path))
         if m is None:
             continue
-        prefix, kimg = m.group(1), int(m.group(2))
-        if prefix not in latest or kimg > latest[prefix][0]:
-            latest[prefix] = (kimg, os.path.basename(path))
+        prefix, nimg = m.group(1), int(m.group(3)) if m.group(3) else int(m.group(2)) * 1000
+        if prefix not in latest or nimg > latest[prefix][0]:
+            latest[prefix] = (nimg, os.path.basename(path))
     return {prefix: name for prefix, (_kimg, name) in sorted(latest.items())}
 
 

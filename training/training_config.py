@@ -362,6 +362,8 @@ def build_config(opts, host):
     c.run_report = True
     c.export_safetensors = bool(_default(opts, "export_safetensors", False))
     c.state_ticks = opts.get("state_ticks")
+    c.grid_scale = opts.get("grid_scale")  # None: readable (torch_utils/grid_layout.py).
+    c.grid_gap = opts.get("grid_gap")
     c.resume_partial = bool(_default(opts, "resume_partial", False))
     c.loggers = dnnlib.EasyDict(tensorboard=_default(opts, "tensorboard", "auto"), wandb=bool(opts.get("wandb")),
                                 wandb_project=opts.get("wandb_project"), wandb_name=opts.get("wandb_name"),

@@ -76,6 +76,8 @@ class Trainer:
         resume_partial=False,       # Resume a pickle of another configuration, copying only the tensors that fit?
         export_safetensors=False,   # Also write G_ema of each snapshot as .safetensors (weights without code)?
         state_ticks=None,           # Resumable checkpoint every N ticks between snapshots (newest kept), None = off.
+        grid_scale=None,            # Enlargement of the sample grids' tiles, None = readable (tiles >= 64 px), 1 = raw.
+        grid_gap=None,              # Pixels between the grids' tiles, None = auto, 0 = none.
     ):
         self.c = dnnlib.EasyDict(locals())
         del self.c["self"]
@@ -295,7 +297,7 @@ class Trainer:
             labels = self.grid_labels(labels)
             try:
                 image_grid.save_image_grid(images, os.path.join(self.run_dir, "reals.png"), drange=[0, 255],
-                                           grid_size=self.grid_size)
+                                           grid_size=self.grid_size, scale=self.c.grid_scale, gap=self.c.grid_gap)
             except OSError as exc:
                 raise self.write_error("the image grid", os.path.join(self.run_dir, "reals.png"), exc) from None
             gen = torch.Generator().manual_seed(self.c.random_seed)
@@ -549,6 +551,14 @@ class Trainer:
             self.log(f"Warning: augmentation probability p={p:.2f} is high: D overfits strongly; "
                      "consider more data, --mirror=1 or a smaller network.")
 
+    def grid_suffix(self):
+        """NVIDIA's name (whole kimg) unless this run already used it: then the image count too, as for snapshots,
+        so a grid never replaces an earlier one."""
+        plain = f"{self.cur_nimg // 1000:06d}.png"
+        if not os.path.exists(os.path.join(self.run_dir, "fakes" + plain)):
+            return plain
+        return f"{self.cur_nimg // 1000:06d}-{self.cur_nimg:09d}.png"
+
     def save_images(self, suffix):
         """Every plugin's grids (sg2ada's is fakes) as <prefix><suffix>."""
         grids = {}
@@ -558,7 +568,8 @@ class Trainer:
         for prefix, images in grids.items():
             path = os.path.join(self.run_dir, f"{prefix}{suffix}")
             try:
-                image_grid.save_image_grid(images, path, drange=[-1, 1], grid_size=self.grid_size)
+                image_grid.save_image_grid(images, path, drange=[-1, 1], grid_size=self.grid_size,
+                                           scale=self.c.grid_scale, gap=self.c.grid_gap)
             except OSError as exc:
                 raise self.write_error("the image grid", path, exc) from None
             if prefix == "fakes":
@@ -644,7 +655,7 @@ class Trainer:
         snap = self.cur_tick % (self.c.network_snapshot_ticks or 1) == 0 or done
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             if self.rank == 0 and self.c.image_snapshot_ticks is not None and (done or self.cur_tick % self.c.image_snapshot_ticks == 0):
-                self.save_images(f"{self.cur_nimg // 1000:06d}.png")
+                self.save_images(self.grid_suffix())
             if self.c.network_snapshot_ticks is not None and snap:
                 snapshot_pkl = self.save_network()
                 self.prune_state_checkpoints()
