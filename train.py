@@ -4,6 +4,7 @@
   python train.py --plugins=noisytwins,utlo --help      # lists the plugins' options too
   python train.py --list-plugins
   python train.py --outdir=training-runs --config=training-runs/00000-.../training_options.json   # replay a run
+  python train.py --resume=training-runs/00000-...      # continue a stopped run, in its directory, as recorded
 """
 
 import json
@@ -79,17 +80,20 @@ def training_worker(rank, c, log_file="log.txt", host=None):
             logger.close()
 
 
-def launch_training(c, desc, outdir, dry_run, host=None):
+def launch_training(c, desc, outdir, dry_run, host=None, continue_dir=None):
     """One path for one process and --gpus=N: the run directory first (its log.txt records everything from here
     on), then set-up and training in this process or the workers; a run that fails before its first snapshot
-    leaves no directory behind."""
-    check_outdir(outdir)
+    leaves no directory behind. ``continue_dir``: an existing run directory that this run continues (its files
+    are appended to)."""
+    if continue_dir is None:
+        check_outdir(outdir)
     if dry_run:
-        print_options(c, next_run_dir(outdir, desc))
+        print_options(c, continue_dir or next_run_dir(outdir, desc))
         print("Dry run; exiting.")
         return None
-    created_outdir = not os.path.isdir(outdir)
-    c.run_dir = run_dir = allocate_run_dir(outdir, desc)
+    created_outdir = continue_dir is None and not os.path.isdir(outdir)
+    c.run_dir = run_dir = continue_dir or allocate_run_dir(outdir, desc)
+    outdir = os.path.dirname(run_dir)
     run_lock.acquire(run_dir)  # One run, one writer (training/run_lock.py).
     logger = dnnlib.util.Logger(file_name=os.path.join(run_dir, "log.txt"), file_mode="a", should_flush=True)
     try:
@@ -165,7 +169,7 @@ def load_run_config(path):
 
 CORE_OPTIONS = [
     # General options.
-    click.Option(["--outdir"], help="Where to save the results", required=True, metavar="DIR"),
+    click.Option(["--outdir"], help="Where to save the results (not needed to continue a run: --resume=RUN_DIR)", metavar="DIR"),
     click.Option(["--gpus"], help="Number of GPUs to use [default: 1]", type=int, metavar="INT"),
     click.Option(["--snap"], help="Snapshot interval [default: 50 ticks]", type=int, metavar="INT"),
     click.Option(["--verify-data"], help="Decode every image before training and list the damaged ones [default: false]", type=bool, metavar="BOOL"),
@@ -173,6 +177,7 @@ CORE_OPTIONS = [
     click.Option(["--resume-partial"], help="With --resume: copy only the tensors that fit this configuration (transfer to another resolution; weights only) [default: false]", type=bool, metavar="BOOL"),
     click.Option(["--resume-weights-only"], help="With --resume: take the snapshot's weights alone (optimisers, counters and RNG start fresh) instead of an exact resume [default: false]", type=bool, metavar="BOOL"),
     click.Option(["--state-ticks"], help="Also write a resumable checkpoint every N ticks between snapshots; only the newest is kept [default: off]", type=click.IntRange(min=1), metavar="INT"),
+    click.Option(["--state-minutes"], help="Also write a resumable checkpoint when this many minutes passed since the last one (at a tick's end; only the newest is kept) [default: 5 for the CPU presets tiny and tiny512, else off]", type=click.FloatRange(min=0, min_open=True), metavar="MIN"),
     click.Option(["--grid-scale"], help="Enlarge the sample grids' tiles by this whole factor; 1 = raw size [default: auto, tiles >= 64 px]", type=click.IntRange(min=1), metavar="INT"),
     click.Option(["--grid-gap"], help="Pixels between the sample grids' tiles; 0 = none [default: auto]", type=click.IntRange(min=0), metavar="INT"),
     click.Option(["--export-safetensors"], help="Also write G_ema of each snapshot as .safetensors (weights without code) [default: false]", type=bool, metavar="BOOL"),
@@ -202,7 +207,7 @@ CORE_OPTIONS = [
     click.Option(["--augpipe"], help="Augmentation pipeline [default: bgc]",
                  type=click.Choice(["blit", "geom", "color", "filter", "noise", "cutout", "bg", "bgc", "bgcf", "bgcfn", "bgcfnc"])),
     # Transfer learning.
-    click.Option(["--resume"], help="Resume from a run directory, snapshot pickle or URL (or ffhq256, ...)", metavar="PKL"),
+    click.Option(["--resume"], help="Resume from a run directory (alone: continue that run in its directory, as recorded), snapshot pickle or URL (or ffhq256, ...)", metavar="PKL"),
     click.Option(["--freezed"], help="Freeze-D [default: 0 layers]", type=click.IntRange(min=0), metavar="INT"),
     # Performance options.
     click.Option(["--fp32"], help="Disable mixed-precision training", type=bool, metavar="BOOL"),
@@ -291,19 +296,88 @@ def config_from_options(opts, enabled, values_by_plugin):
     if opts.config is not None:
         return replay_config(opts, enabled)
     if opts.data is None:
-        raise UserError("Missing option '--data' (or replay a run with --config=RUN_DIR/training_options.json)")
+        raise UserError("Missing option '--data' (or replay a run with --config=RUN_DIR/training_options.json, or "
+                        "continue one with --resume=RUN_DIR)")
+    if opts.outdir is None:
+        raise UserError("Missing option '--outdir' (where the run directory is made)")
     opts.plugin_kwargs = make_plugin_kwargs(enabled.values(), values_by_plugin)
     host = PluginHost.from_config(opts.plugin_kwargs)  # Constructs and validates the plugins with their options.
     c, desc = build_config(opts, host)  # desc names the plugins.
     return c, desc, host
 
 
+# Options a continued run (--resume=RUN_DIR without --data) may change: its length, checkpoints, evaluation and
+# logging. Anything else would make it another run than the one recorded.
+CONTINUE_OPTIONS = ("resume", "outdir", "kimg", "snap", "state_ticks", "state_minutes", "metrics", "workers",
+                    "tensorboard", "wandb", "wandb_project", "wandb_name", "wandb_mode", "dry_run", "plugins",
+                    "resume_weights_only", "device")
+
+
+def continues_a_run(opts):
+    """--resume=RUN_DIR without --data or --config: continue that run with its recorded options."""
+    resume = os.path.expanduser(opts.resume or "")
+    return opts.data is None and opts.config is None and os.path.isfile(os.path.join(resume, "training_options.json"))
+
+
+def continue_config(opts, enabled):
+    """(config, description, host, directory to continue in or None) of --resume=RUN_DIR alone."""
+    run_dir = os.path.normpath(os.path.expanduser(opts.resume))
+    ctx = click.get_current_context()
+    given = [name for name in ctx.params if name not in CONTINUE_OPTIONS and
+             ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise UserError(f"--resume={opts.resume} continues the run with its recorded options; {flag} would make it "
+                        "another run. Drop it, or start a new run from the snapshot: --resume=SNAPSHOT --data=... "
+                        f"--outdir=... {flag}=...")
+    path = os.path.join(run_dir, "training_options.json")
+    c = load_run_config(path)
+    if opts.plugins is not None and list(enabled) != list(c.plugin_kwargs):
+        raise UserError(f"--plugins differs from the run's recorded plugins {list(c.plugin_kwargs) or 'none'}; drop it")
+    try:
+        trusted_classes.check_run_config(c, path, command_line_plugins=set(enabled))
+    except trusted_classes.UntrustedInput as exc:
+        raise UserError(str(exc)) from None
+    if opts.kimg is not None:
+        if not opts.kimg > 0:
+            raise UserError("--kimg must be positive")
+        c.total_kimg = opts.kimg
+    if opts.snap is not None:
+        c.network_snapshot_ticks = c.image_snapshot_ticks = opts.snap
+    for key in ("state_ticks", "state_minutes"):
+        if opts.get(key) is not None:
+            c[key] = opts[key]
+    if opts.metrics is not None:
+        from training.training_config import validate_metrics
+
+        c.metrics = validate_metrics(opts)
+    if opts.workers is not None:
+        c.data_loader_kwargs.num_workers = opts.workers
+    if opts.tensorboard is not None:
+        c.loggers.tensorboard = opts.tensorboard
+    if opts.device is not None:
+        c.device = opts.device
+    try:
+        run_lock.check_not_live(run_dir, "continue it")
+        c.resume_pkl, c.resume_state = checkpoint.resolve_resume(run_dir, weights_only=bool(opts.resume_weights_only))
+    except (FileNotFoundError, checkpoint.StateError, run_lock.RunLockedError) as exc:
+        raise UserError(str(exc)) from None
+    host = PluginHost.from_config(c.plugin_kwargs)
+    desc = os.path.basename(run_dir).split("-", 1)[-1]
+    return c, desc, host, (None if opts.outdir is not None else run_dir)
+
+
 def run(opts, enabled, values_by_plugin):
     if distributed.env_world_size() > 1:
         return run_under_torchrun(opts, enabled, values_by_plugin)
     try:
-        c, desc, host = config_from_options(opts, enabled, values_by_plugin)
-        launch_training(c=c, desc=desc, outdir=os.path.expanduser(opts.outdir), dry_run=opts.dry_run, host=host)
+        continue_dir = None
+        if continues_a_run(opts):
+            c, desc, host, continue_dir = continue_config(opts, enabled)
+        else:
+            c, desc, host = config_from_options(opts, enabled, values_by_plugin)
+        outdir = os.path.expanduser(opts.outdir) if opts.outdir is not None else None
+        launch_training(c=c, desc=desc, outdir=outdir, dry_run=opts.dry_run, host=host, continue_dir=continue_dir)
     except (UserError, PluginError, SetupError, training_loop.NonFiniteLossError, training_loop.CheckpointWriteError,
             run_lock.RunLockedError) as exc:  # Bad input, a refusal, NaN, a failed write, a live run.
         raise click.ClickException(str(exc)) from None
@@ -320,10 +394,15 @@ def run_under_torchrun(opts, enabled, values_by_plugin):
     c = host = None
     if rank == 0:
         try:
-            c, desc, host = config_from_options(opts, enabled, values_by_plugin)
-            outdir = os.path.expanduser(opts.outdir)
-            check_outdir(outdir)
-            c.run_dir = allocate_run_dir(outdir, desc)
+            continue_dir = None
+            if continues_a_run(opts):
+                c, desc, host, continue_dir = continue_config(opts, enabled)
+            else:
+                c, desc, host = config_from_options(opts, enabled, values_by_plugin)
+            if continue_dir is None:
+                outdir = os.path.expanduser(opts.outdir)
+                check_outdir(outdir)
+            c.run_dir = continue_dir or allocate_run_dir(outdir, desc)
             run_lock.acquire(c.run_dir)
             training_loop.write_training_options(c.run_dir, c)
             print(f"Output directory:   {c.run_dir} ({c.num_gpus} processes, torchrun)")

@@ -362,6 +362,8 @@ def build_config(opts, host):
     c.run_report = True
     c.export_safetensors = bool(_default(opts, "export_safetensors", False))
     c.state_ticks = opts.get("state_ticks")
+    # The CPU presets checkpoint every few minutes of work by default, so that a stop loses little (as --state-ticks).
+    c.state_minutes = opts.get("state_minutes") or (5.0 if cfg in ("tiny", "tiny512") else None)
     c.grid_scale = opts.get("grid_scale")  # None: readable (torch_utils/grid_layout.py).
     c.grid_gap = opts.get("grid_gap")
     c.resume_partial = bool(_default(opts, "resume_partial", False))

@@ -76,6 +76,7 @@ class Trainer:
         resume_partial=False,       # Resume a pickle of another configuration, copying only the tensors that fit?
         export_safetensors=False,   # Also write G_ema of each snapshot as .safetensors (weights without code)?
         state_ticks=None,           # Resumable checkpoint every N ticks between snapshots (newest kept), None = off.
+        state_minutes=None,         # Resumable checkpoint when this many minutes passed since the last one, None = off.
         grid_scale=None,            # Enlargement of the sample grids' tiles, None = readable (tiles >= 64 px), 1 = raw.
         grid_gap=None,              # Pixels between the grids' tiles, None = auto, 0 = none.
     ):
@@ -262,6 +263,7 @@ class Trainer:
         self.maintenance_time = 0.0
         self.stats_collector = training_stats.Collector(regex=".*")
         self.state_checkpoints = []  # Paths of --state-ticks checkpoints written by this run, oldest first.
+        self.last_checkpoint_time = time.time()  # For --state-minutes.
         self.stats_metrics = dict()
         self.last_grid = None  # Path of the newest sample grid, for the end-of-run summary.
         self.last_metrics = dict()  # {metric: results} of the newest snapshot.
@@ -585,6 +587,7 @@ class Trainer:
                 raise NonFiniteLossError(f"{name} holds non-finite values at kimg {self.cur_nimg / 1000:g} "
                                          f"({', '.join(bad[:4])}); no snapshot was written over the last good one")
         state = self.state_dict()  # On every rank: it gathers the ranks' RNG states.
+        self.last_checkpoint_time = time.time()
         if self.rank == 0:
             try:
                 checkpoint.save_snapshot(path, self.c.training_set_kwargs, modules,
@@ -660,7 +663,7 @@ class Trainer:
                 snapshot_pkl = self.save_network()
                 self.prune_state_checkpoints()
                 self.run_metrics(snapshot_pkl)
-            elif self.c.state_ticks and self.cur_tick % self.c.state_ticks == 0:
+            elif self.agree((self.c.state_ticks and self.cur_tick % self.c.state_ticks == 0) or self.checkpoint_due()):
                 path = self.save_network()  # A checkpoint to resume from if the job dies; no metrics.
                 self.prune_state_checkpoints()
                 self.state_checkpoints.append(path)
@@ -674,6 +677,20 @@ class Trainer:
         self.tick_start_time = time.time()
         self.maintenance_time = self.tick_start_time - maintenance_start
         return done
+
+    def checkpoint_due(self):
+        minutes = self.c.state_minutes
+        return bool(minutes) and time.time() - self.last_checkpoint_time >= minutes * 60
+
+    def agree(self, flag):
+        """flag as rank 0 and the others agree on it: any rank's True (time- and signal-based decisions differ
+        between processes, but checkpoints and stops are collective)."""
+        flag = bool(flag)
+        if self.num_gpus == 1:
+            return flag
+        t = torch.tensor([float(flag)], device=self.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item())
 
     def refresh_report(self):
         from training import report
@@ -710,25 +727,30 @@ class Trainer:
         if not self.started:
             self.start()
         total_nimg = self.c.total_kimg * 1000
-        self.log(f"Training for {self.c.total_kimg} kimg...")
+        self.log(f"Training for {self.c.total_kimg} kimg... (Ctrl-C stops after the current step with a checkpoint)")
         self.tick_start_time = time.time()
         iterations = 0
-        while True:
-            self.train_step()
-            iterations += 1
-            done = self.cur_nimg >= total_nimg
-            if self.c.max_iterations is not None and iterations >= self.c.max_iterations:
-                done = True
-            tick_due = self.cur_nimg >= self.tick_start_nimg + self.c.kimg_per_tick * 1000
-            # Tick 0 ends after the first iteration (as upstream), later ticks every kimg_per_tick.
-            if not done and self.cur_tick != 0 and not tick_due:
-                continue
-            done = self.end_tick(done)
-            if done:
-                break
+        with StopSignals(self.log) as stop:
+            while True:
+                self.train_step()
+                iterations += 1
+                done = self.cur_nimg >= total_nimg
+                if self.c.max_iterations is not None and iterations >= self.c.max_iterations:
+                    done = True
+                stopping = self.agree(stop.requested)
+                tick_due = self.cur_nimg >= self.tick_start_nimg + self.c.kimg_per_tick * 1000
+                # Tick 0 ends after the first iteration (as upstream), later ticks every kimg_per_tick.
+                if not done and not stopping and self.cur_tick != 0 and not tick_due:
+                    continue
+                done = self.end_tick(done or stopping)
+                if done:
+                    break
         if self.loggers is not None:
             self.loggers.close()
         self.print_summary()
+        if stopping and self.cur_nimg < total_nimg:
+            self.log(f"Stopped at kimg {self.cur_nimg / 1000:g} with a checkpoint. Continue with:\n"
+                     f"  python train.py --resume={self.run_dir}")
         self.log("Exiting...")
 
     def log(self, message):
@@ -867,6 +889,41 @@ def crash_point(name, cur_nimg):
     $GAN_CRASH_AT_NIMG images, the process dies at once (as under SIGKILL: no cleanup, no flush)."""
     if os.environ.get("GAN_CRASH_AT") == name and cur_nimg >= int(os.environ.get("GAN_CRASH_AT_NIMG", "0")):
         os._exit(137)
+
+
+class StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM (a scheduler's preemption) ask the loop to stop after the current step, with a
+    checkpoint; a second Ctrl-C stops at once. Only in the main thread (where Python delivers signals)."""
+
+    def __init__(self, log):
+        self.log = log
+        self.requested = False
+        self.previous = {}
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def handle(self, signum, frame):
+        import signal
+
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.log(f"\n{signal.Signals(signum).name}: stopping after this step with a checkpoint "
+                 "(Ctrl-C again to stop at once, without one)")
+
+    def __exit__(self, *exc):
+        import signal
+
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        return False
 
 
 class CheckpointWriteError(RuntimeError):
