@@ -147,14 +147,8 @@ def parse_fake_labels(text):
 @click.option("--run-dir", help="Where metric-<name>.jsonl goes [default: the snapshot's directory]", metavar="DIR")
 def calc_metrics(ctx, network_pkl, metrics, data, label_file, mirror, gpus, verbose, device, detector_dir, detector_sha256,
                  classifier, fake_labels, num_gen, seed, run_dir):
-    """Calculate quality metrics for a previous training run or a pretrained network pickle.
-
-    \b
-    NVIDIA's metrics: fid50k_full, kid50k_full, pr50k3_full, ppl2_wend, is50k, fid50k, kid50k, pr50k3,
-    ppl_zfull, ppl_wfull, ppl_zend, ppl_wend. Project metrics: ifid50k_full, fid_shots(_all),
-    kid_shots(_all), fd_cls, kd_cls, ifd_cls, fd_cls_shots(_all), kd_cls_shots(_all),
-    class_consistency, div_cls (see metrics/metric_main.py). Plugins may add more.
-    """
+    """Calculate quality metrics for a previous training run or a pretrained network pickle (the list of metrics
+    below is generated from metrics/metric_main.py's registry)."""
     if metrics == ["none"]:
         metrics = []
     invalid = [m for m in metrics if not metric_main.is_valid_metric(m)]
@@ -210,6 +204,17 @@ def calc_metrics(ctx, network_pkl, metrics, data, label_file, mirror, gpus, verb
 
 
 # ----------------------------------------------------------------------------
+
+def metrics_help():
+    """calc_metrics' help text with every registered metric, so that it cannot fall behind the registry."""
+    import textwrap
+
+    names = textwrap.wrap(", ".join(metric_main.list_valid_metrics()), 96)
+    return (" ".join(calc_metrics.help.split()) + "\n\n\b\nMetrics: " + "\n  ".join(names) +
+            "\n\nPlugins register more while they train (e.g. selfcond's cluster_nmi and cluster_purity).")
+
+
+calc_metrics.help = metrics_help()
 
 if __name__ == "__main__":
     calc_metrics()

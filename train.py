@@ -199,7 +199,7 @@ CORE_OPTIONS = [
     click.Option(["--batch"], help="Override batch size", type=int, metavar="INT"),
     click.Option(["--batch-gpu"], help="Samples per GPU per step (gradient accumulation) [default: batch/gpus]", type=int, metavar="INT"),
     click.Option(["--fake-labels"], help="Labels of generated images [default: dataset]", type=click.Choice(["dataset", "uniform"])),
-    click.Option(["--tick"], help="Progress print / snapshot tick length in kimg [default: 4]", type=float, metavar="KIMG"),
+    click.Option(["--tick"], help="Progress print / snapshot tick length in kimg [default: the preset's, 1 for tiny and tiny512, 4 for the others]", type=float, metavar="KIMG"),
     # Discriminator augmentation.
     click.Option(["--aug"], help="Augmentation mode [default: ada]", type=click.Choice(["noaug", "ada", "fixed"])),
     click.Option(["--p"], help="Augmentation probability for --aug=fixed", type=float),
@@ -224,6 +224,7 @@ CORE_OPTIONS = [
     # Plugins (parsed before the command is built; listed here for --help).
     click.Option(["--plugins"], help="Comma-separated plugins to enable (built-in names, entry points, modules or .py files)", type=str),
     click.Option(["--config"], help="Replay a run: its training_options.json (plugins and their options included)", metavar="JSON"),
+    click.Option(["--list-plugins"], help="List the installed plugins, their versions and hooks, and exit", is_flag=True),
 ]
 
 

@@ -1,11 +1,15 @@
 """Frechet Inception Distance (Heusel et al. 2017), computed as in NVIDIA's stylegan2-ada-pytorch.
 
-FD(N(mu1, S1), N(mu2, S2)) = |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)), with biased covariances
-and the real part of scipy's matrix square root.
+FD(N(mu1, S1), N(mu2, S2)) = |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)), with biased covariances.
+
+NVIDIA's code takes the real part of scipy's sqrtm(S1 S2). Only its trace is needed, and for covariances (symmetric,
+positive semi-definite) tr((S1 S2)^(1/2)) = sum_i sqrt(lambda_i) with lambda_i the eigenvalues of the symmetric
+S1^(1/2) S2 S1^(1/2) (similar to S1 S2). Computed that way with symmetric eigensolvers it is the same number on
+well-conditioned input (tested against sqrtm), stays finite and real when a covariance is singular (fewer samples than
+features, usual at CPU scale, where sqrtm warns "Matrix is singular" and drifts), and is much faster.
 """
 
 import numpy as np
-import scipy.linalg
 
 from . import detectors, metric_utils
 
@@ -15,8 +19,15 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     mu1, mu2 = np.asarray(mu1, dtype=np.float64), np.asarray(mu2, dtype=np.float64)
     sigma1, sigma2 = np.asarray(sigma1, dtype=np.float64), np.asarray(sigma2, dtype=np.float64)
     m = np.square(mu1 - mu2).sum()
-    s = scipy.linalg.sqrtm(np.dot(sigma1, sigma2))  # Matrix only (the error estimate is not needed).
-    return float(np.real(m + np.trace(sigma1 + sigma2 - s * 2)))
+    return float(m + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt_product(sigma1, sigma2))
+
+
+def trace_sqrt_product(sigma1, sigma2):
+    """tr((S1 S2)^(1/2)) of two covariance matrices (see the module docstring)."""
+    w, v = np.linalg.eigh((sigma1 + sigma1.T) / 2)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    inner = root1 @ sigma2 @ root1
+    return float(np.sqrt(np.clip(np.linalg.eigvalsh((inner + inner.T) / 2), 0, None)).sum())
 
 
 def frechet_distance_from_stats(stats_a, stats_b):

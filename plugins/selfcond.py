@@ -58,6 +58,7 @@ class SelfCond:
         self.indices = None  # Clustering set: dataset indices.
         self.labels = None  # Their cluster ids at the last clustering.
         self.done = -1  # Index of the last clustering: floor(kimg / recluster_kimg) when it ran.
+        self._agreement = None  # (clustering key, {cluster_nmi, cluster_purity}) of the last evaluation.
 
     @staticmethod
     @hookimpl
@@ -222,10 +223,18 @@ class SelfCond:
     @hookimpl
     def gan_register_metrics(self, register):
         # Both measure the current clustering (D_f and centroids), so they exist only while this plugin trains.
-        register(self._cluster_agreement, name="cluster_nmi")
-        register(self._cluster_agreement, name="cluster_purity")
+        # Each name reports its own value (no duplicate result lines); both come from one labelling of the data.
+        register(lambda opts: {"cluster_nmi": self._cluster_agreement(opts)["cluster_nmi"]}, name="cluster_nmi")
+        register(lambda opts: {"cluster_purity": self._cluster_agreement(opts)["cluster_purity"]}, name="cluster_purity")
 
     def _cluster_agreement(self, opts):
+        """Both measures of the current clustering, computed once per clustering (the metrics ask in turn)."""
+        key = (self.done, id(self.D_f), str(opts.dataset_kwargs.get("path")))
+        if self._agreement is None or self._agreement[0] != key:
+            self._agreement = (key, self._compute_agreement(opts))
+        return self._agreement[1]
+
+    def _compute_agreement(self, opts):
         """{cluster_nmi, cluster_purity}: every training image labelled with D_f and the centroids, against the
         dataset's true labels."""
         from metrics.metric_utils import MetricError

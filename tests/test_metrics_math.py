@@ -249,3 +249,24 @@ def test_fake_label_sampler_modes():
     assert balanced.sample(3)[1].tolist() == [1, 2, 1] and balanced.sample(2)[1].tolist() == [2, 1]
     with pytest.raises(metric_utils.MetricError):
         metric_utils.FakeLabelSampler(None, 4, [7])
+
+
+def test_frechet_distance_matches_scipy_sqrtm_and_stays_quiet_when_singular():
+    """The eigenvalue form of tr((S1 S2)^(1/2)) equals NVIDIA's sqrtm form on well-conditioned covariances, and gives a
+    finite distance without warnings on singular ones (fewer samples than features)."""
+    import warnings
+
+    import scipy.linalg
+
+    rng = np.random.RandomState(0)
+    a, b = rng.randn(200, 16), rng.randn(200, 16) * 1.5 + 0.3
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    reference = np.trace(s1 + s2 - 2 * np.real(scipy.linalg.sqrtm(s1 @ s2)))
+    got = frechet_inception_distance.frechet_distance(np.zeros(16), s1, np.zeros(16), s2)
+    assert got == pytest.approx(reference, rel=1e-9)
+    few = rng.randn(5, 64)  # Rank 4 covariances of 64 features.
+    s3, s4 = np.cov(few, rowvar=False), np.cov(rng.randn(5, 64), rowvar=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value = frechet_inception_distance.frechet_distance(few.mean(0), s3, np.zeros(64), s4)
+    assert np.isfinite(value) and value > 0

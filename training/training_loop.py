@@ -264,6 +264,8 @@ class Trainer:
         self.stats_collector = training_stats.Collector(regex=".*")
         self.state_checkpoints = []  # Paths of --state-ticks checkpoints written by this run, oldest first.
         self.last_checkpoint_time = time.time()  # For --state-minutes.
+        self.skipped_metrics = set()  # Metrics that failed once (e.g. a detector not available offline).
+        self.eta_origin = None  # (time, nimg) at the end of the first tick: the ETA uses the steady speed since.
         self.stats_metrics = dict()
         self.last_grid = None  # Path of the newest sample grid, for the end-of-run summary.
         self.last_metrics = dict()  # {metric: results} of the newest snapshot.
@@ -544,8 +546,12 @@ class Trainer:
         fields.append(f"augment {training_stats.report0('Progress/augment', p):.3f}")
         if self.ada is not None and self.ada.last_r is not None:
             fields.append(f"ada_r {self.ada.last_r:.3f}")
-        if not done:
-            fields.append(f"eta {dnnlib.util.format_time(remaining_kimg * sec_per_kimg)}")
+        if not done:  # From the speed since the first tick: start-up and first-call costs are not the pace.
+            if self.eta_origin is None or self.cur_nimg <= self.eta_origin[1]:
+                fields.append("eta ?")
+            else:
+                steady = (tick_end_time - self.eta_origin[0]) / (self.cur_nimg - self.eta_origin[1]) * 1e3
+                fields.append(f"eta {dnnlib.util.format_time(remaining_kimg * steady)}")
         training_stats.report0("Timing/total_hours", (tick_end_time - self.start_time) / (60 * 60))
         training_stats.report0("Timing/total_days", (tick_end_time - self.start_time) / (24 * 60 * 60))
         self.log(" ".join(fields))
@@ -631,11 +637,15 @@ class Trainer:
 
         self.log("Evaluating metrics...")
         for metric in self.c.metrics:
+            if metric in self.skipped_metrics:
+                continue
             try:
                 result_dict = metric_main.calc_metric(metric=metric, G=self.G_ema, dataset_kwargs=self.c.training_set_kwargs,
-                                                      num_gpus=self.num_gpus, rank=self.rank, device=self.device)
+                                                      num_gpus=self.num_gpus, rank=self.rank, device=self.device,
+                                                      progress=self.rank == 0)  # A progress bar on the console.
             except (OSError, RuntimeError, ValueError) as exc:
-                self.log(f"Warning: metric {metric} skipped: {exc}")
+                self.log(f"Warning: metric {metric} skipped for the rest of this run: {exc}")
+                self.skipped_metrics.add(metric)  # Said once, not at every snapshot.
                 continue
             if self.rank == 0:
                 metric_main.report_metric(result_dict, run_dir=self.run_dir, snapshot_pkl=snapshot_pkl)
@@ -675,6 +685,8 @@ class Trainer:
         self.cur_tick += 1
         self.tick_start_nimg = self.cur_nimg
         self.tick_start_time = time.time()
+        if self.eta_origin is None:
+            self.eta_origin = (self.tick_start_time, self.cur_nimg)
         self.maintenance_time = self.tick_start_time - maintenance_start
         return done
 
