@@ -87,37 +87,10 @@ def build_backbone(out, data, outside, seed=1):
     return path
 
 
-def _backbone_class():
-    import torch
-    import torch.nn.functional as F
+def ClassifierBackbone(model):  # noqa: N802 - the plugin's class (python -m plugins.vision_aided export-backbone).
+    from plugins.vision_aided.export import ClassifierBackbone as Backbone
 
-    class ClassifierBackbone(torch.nn.Module):
-        """SmallCNN as a vision-aided backbone: input 32 px normalised to [-1, 1] (mean = std = 0.5), 3 channels
-        (gray repeated); returns (conv2 map 64x8x8, conv3 map 128x8x8, fc features 128)."""
-
-        def __init__(self, model):
-            super().__init__()
-            self.input_size = int(model.resolution)
-            self.image_mean = [0.5, 0.5, 0.5]
-            self.image_std = [0.5, 0.5, 0.5]
-            self.head_type = "vit"
-            self.in_channels = int(model.in_channels)
-            self.m = model
-
-        def forward(self, x):
-            x = x.mean(dim=1, keepdim=True) if self.in_channels == 1 else x
-            m = self.m
-            a = F.max_pool2d(F.relu(m.bn1(m.conv1(x))), 2)
-            b = F.max_pool2d(F.relu(m.bn2(m.conv2(a))), 2)
-            c = F.relu(m.bn3(m.conv3(b)))
-            v = F.relu(m.fc(F.adaptive_avg_pool2d(c, [2, 2]).flatten(1)))
-            return b, c, v
-
-    return ClassifierBackbone
-
-
-def ClassifierBackbone(model):  # noqa: N802 - a factory that reads like the class.
-    return _backbone_class()(model)
+    return Backbone(model)
 
 
 @click.group()

@@ -449,3 +449,38 @@ def test_progressive_driver_adds_the_probed_backbone_to_a_restarted_run(tmp_path
     assert options["plugin_kwargs"]["vision_aided"]["va_warmup_kimg"] == 0
     assert options["resume_pkl"] == os.path.join(out, "stage1-start.pkl")  # The baseline's snapshot, alone.
     assert checkpoint.latest_snapshot(final) is not None
+
+
+def test_export_backbone_command_trains_a_run_without_downloads(tmp_path, tiny_digits, monkeypatch):
+    """The documented offline path: export the project's classifier of the data as a TorchScript backbone, then train
+    vision_aided on it; a warm-up beyond the run's length is announced."""
+    from click.testing import CliRunner
+
+    from plugins.vision_aided.__main__ import cli
+
+    monkeypatch.setenv("DNNLIB_CACHE_DIR", str(tmp_path / "cache"))
+    out = str(tmp_path / "backbones" / "digits-cnn.pt")
+    result = CliRunner().invoke(cli, ["export-backbone", f"--data={tiny_digits}", f"--out={out}"])
+    assert result.exit_code == 0, result.output
+    assert f"Use: --plugins=vision_aided --va-backbones=torchscript:{os.path.abspath(out)}" in result.output
+    backbone = backbones.build_backbone(f"torchscript:{out}", out)
+    maps, vector = backbone(torch.rand([2, 1, 16, 16]) * 2 - 1)
+    assert len(maps) == 2 and vector.ndim == 2
+    options = {"vision_aided": dict(va_backbones=f"torchscript:{out}", va_warmup_kimg=0)}
+    trainer = run_tiny_training(str(tmp_path / "run"), tiny_digits, plugins=["vision_aided"], options=options,
+                                iterations=2)
+    name = "Loss/vision_aided/G_ts_digits-cnn"
+    assert name in trainer.stats_collector.as_dict()
+
+
+def test_warmup_beyond_the_run_is_announced(capsys):
+    from plugins.testing import tiny_config
+
+    plugin = VisionAided(va_backbones="clip", va_random_init=True)
+    c = tiny_config("data.zip", "run", total_kimg=15)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plugin.gan_configure(config=c)
+    assert "--va-warmup-kimg=500 is not below this run's --kimg=15" in capsys.readouterr().out

@@ -169,6 +169,11 @@ class VisionAided:
             if path is None:
                 warnings.warn(f"vision_aided: backbone {name!r} is RANDOMLY INITIALISED (--va-random-init): for tests "
                               "only; the run records it")
+        total_kimg = config.get("total_kimg")
+        if self.weight > 0 and total_kimg is not None and self.warmup_kimg >= total_kimg:
+            print(f"Notice: vision_aided: --va-warmup-kimg={self.warmup_kimg:g} is not below this run's --kimg="
+                  f"{total_kimg:g}, so the backbones are never used in it; pass --va-warmup-kimg=0 (or a smaller value) "
+                  "for a short trial")
         for metric in config.get("metrics", []):
             for name in self.names:
                 reason = _shared_feature_space(name, metric, self.weights.get(name))

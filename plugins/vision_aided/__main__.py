@@ -1,4 +1,7 @@
-"""python -m plugins.vision_aided probe|progressive: choose backbones for the vision-aided discriminators."""
+"""python -m plugins.vision_aided probe|progressive|export-backbone: choose backbones for the vision-aided
+discriminators, or make one offline from a labelled dataset."""
+
+import os
 
 import click
 
@@ -6,6 +9,26 @@ import click
 @click.group()
 def cli():
     """Backbone selection for --plugins=vision_aided (see plugins/vision_aided/probe.py)."""
+
+
+@cli.command("export-backbone")
+@click.option("--data", required=True, help="Labelled dataset whose offline classifier becomes the backbone")
+@click.option("--out", required=True, help="Where to write the TorchScript backbone (.pt)")
+@click.option("--label-file", default=None, help="Train on these labelled images instead (e.g. images the GAN does not see)")
+@click.option("--seed", type=int, default=0, show_default=True)
+def export_backbone(data, out, label_file, seed):
+    """Export the project's offline classifier of DATA as a TorchScript backbone (no download) and print the options
+    that train with it."""
+    from metrics.metric_utils import MetricError
+
+    from .export import export_classifier_backbone
+
+    try:
+        path, info = export_classifier_backbone(data, out, label_file=label_file, seed=seed)
+    except (MetricError, OSError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Wrote {path} ({info.get('name')}, test accuracy {info.get('test_accuracy', float('nan')):.4f})")
+    click.echo(f"Use: --plugins=vision_aided --va-backbones=torchscript:{os.path.abspath(path)}")
 
 
 def _names(text):
