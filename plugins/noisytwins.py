@@ -64,6 +64,7 @@ class NoisyTwins:
         self.ext = None
         self.d_ext = None
         self.ema_ext = None
+        self.ctx = None
         self.shared = None
 
     @staticmethod
@@ -130,11 +131,15 @@ class NoisyTwins:
         # The noise has its own generators (seeded by run seed and rank) so it never shifts the trainer's RNG;
         # D's is separate so that --nt-d-noise=0 leaves G's noise exactly as it is with D's noise on.
         seed, rank = ctx.random_seed, ctx.rank
-        self.generator = self._make_generator(ctx.device, 1000003 * seed + rank, state.get("generator"))
+        saved = state.get("generators_per_rank")
+        own = saved[rank] if saved is not None and len(saved) == ctx.num_gpus else [state.get("generator"),
+                                                                                     state.get("d_generator")]
+        self.generator = self._make_generator(ctx.device, 1000003 * seed + rank, own[0])
         self.ext.generator = self.generator
         if self.d_ext is not None:
-            self.d_generator = self._make_generator(ctx.device, 2000029 * seed + rank + 1, state.get("d_generator"))
+            self.d_generator = self._make_generator(ctx.device, 2000029 * seed + rank + 1, own[1])
             self.d_ext.generator = self.d_generator
+        self.ctx = ctx
         self.shared = ctx.shared  # Read when the batch is built: another plugin may publish in its gan_step.
 
     @staticmethod
@@ -182,8 +187,11 @@ class NoisyTwins:
 
     @hookimpl
     def gan_state_dict(self):
-        return dict(counts=None if self.counts is None else self.counts.tolist(),
-                    generator=None if self.generator is None else self.generator.get_state(),
-                    d_generator=None if self.d_generator is None else self.d_generator.get_state())
+        if self.ctx is None:  # Not set up (a unit test of the class alone).
+            return dict(counts=None if self.counts is None else self.counts.tolist())
+        # Each rank draws its noise from its own generators: all of them are saved (a collective call).
+        states = self.ctx.per_rank([g.get_state() if g is not None else None for g in (self.generator, self.d_generator)])
+        return dict(counts=None if self.counts is None else self.counts.tolist(), generators_per_rank=states,
+                    generator=states[0][0], d_generator=states[0][1])
 
 

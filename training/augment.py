@@ -580,7 +580,7 @@ class AdaController:
     the same iterations. The default leaves the local numbers as they are (single process).
     """
 
-    def __init__(self, augment_pipe, target=0.6, ada_kimg=500, interval=4, batch_size=None, reduce_fn=None):
+    def __init__(self, augment_pipe, target=0.6, ada_kimg=500, interval=4, batch_size=None, reduce_fn=None, rank=0):
         if batch_size is None:
             raise TypeError('AdaController needs batch_size (real images per iteration, all processes)')
         if ada_kimg <= 0 or interval <= 0 or batch_size <= 0:
@@ -591,6 +591,7 @@ class AdaController:
         self.interval = int(interval)
         self.batch_size = int(batch_size)
         self.reduce_fn = _identity if reduce_fn is None else reduce_fn
+        self.rank = int(rank)  # With several processes, rank 0 carries the accumulators of a resumed state.
         self.last_r = None  # Mean sign observed at the latest update.
         self._sign_sum = None  # Running sum of sign(real_logits), a tensor on the logits' device (no sync).
         self._count = 0  # Number of logits accumulated since the latest update.
@@ -626,17 +627,19 @@ class AdaController:
         return r
 
     def state_dict(self):
-        """Accumulators since the latest update, plus p and the last r (plain Python numbers)."""
-        return dict(
-            sign_sum=0.0 if self._sign_sum is None else float(self._sign_sum),
-            count=int(self._count),
-            last_r=self.last_r,
-            p=float(self.augment_pipe.p),
-        )
+        """Accumulators since the latest update, summed over the processes (each holds only its share until the next
+        update: a collective call with several), plus p and the last r (plain Python numbers)."""
+        sign_sum = torch.zeros([], device=self.augment_pipe.p.device) if self._sign_sum is None else self._sign_sum
+        totals = self.reduce_fn(torch.stack([sign_sum.to(torch.float32),
+                                             torch.full_like(sign_sum, self._count, dtype=torch.float32)]))
+        sign_sum_all, count_all = [float(v) for v in totals.tolist()]  # Sums of +-1: exact in float32.
+        return dict(sign_sum=sign_sum_all, count=int(round(count_all)), last_r=self.last_r, p=float(self.augment_pipe.p))
 
     def load_state_dict(self, state):
-        self._sign_sum = torch.as_tensor(float(state['sign_sum']), dtype=torch.float32, device=self.augment_pipe.p.device)
-        self._count = int(state['count'])
+        primary = self.rank == 0  # The saved sums are the totals of all processes: one process carries them on.
+        self._sign_sum = torch.as_tensor(float(state['sign_sum']) if primary else 0.0, dtype=torch.float32,
+                                         device=self.augment_pipe.p.device)
+        self._count = int(state['count']) if primary else 0
         self.last_r = state.get('last_r', None)
         if state.get('p', None) is not None:
             with torch.no_grad():

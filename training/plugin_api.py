@@ -129,6 +129,15 @@ class RunContext:
         torch.distributed.broadcast_object_list(box, src=0)
         return box[0]
 
+    def per_rank(self, value):
+        """[value of rank 0, value of rank 1, ...] of a picklable value (a collective call: every rank calls it, e.g.
+        in gan_state_dict, to save state each rank holds for itself)."""
+        if self.num_gpus == 1:
+            return [value]
+        gathered = [None] * self.num_gpus
+        torch.distributed.all_gather_object(gathered, value)
+        return gathered
+
     def all_reduce_mean(self, tensor: torch.Tensor) -> torch.Tensor:
         """The mean of ``tensor`` over ranks (a new tensor; the input itself with one process)."""
         if self.num_gpus == 1:

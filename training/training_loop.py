@@ -208,7 +208,7 @@ class Trainer:
             if c.ada_target is not None:
                 self.ada = AdaController(self.augment_pipe, target=c.ada_target, ada_kimg=c.ada_kimg,
                                          interval=c.ada_interval, batch_size=self.batch_size,
-                                         reduce_fn=_all_reduce_sum if self.num_gpus > 1 else None)
+                                         reduce_fn=_all_reduce_sum if self.num_gpus > 1 else None, rank=self.rank)
 
     def setup_phases(self):
         c = self.c
@@ -377,21 +377,28 @@ class Trainer:
             optimizers={phase.name: phase.opt.state_dict() for phase in self.phases},
             extra_optimizers={name: opt.state_dict() for name, opt in self.extra_optimizers.items()},
             pl_mean=self.loss.pl_mean.detach().cpu(),
-            ada=self.ada.state_dict() if self.ada is not None else None,
+            pl_mean_per_rank=self.per_rank(self.loss.pl_mean.detach().cpu()) if self.num_gpus > 1 else None,
+            ada=self.ada.state_dict() if self.ada is not None else None,  # Summed over the ranks.
             augment_p=float(self.augment_pipe.p) if self.augment_pipe is not None else None,
             rng=self.rng_states(),
             plugins={name: s for name, s in self.host.each("gan_state_dict") if s is not None},
             plugin_names=list(self.host.plugins),
         )
 
+    def per_rank(self, value):
+        """[value of every rank] (a collective call)."""
+        gathered = [None] * self.num_gpus
+        torch.distributed.all_gather_object(gathered, value)
+        return gathered
+
     def rng_states(self):
         """The generators' states; with several processes every rank's torch state too (a collective call)."""
         states = checkpoint.capture_rng_states(self.np_rng)
         states["latent"] = self.z_gen.get_state()
         if self.num_gpus > 1:
-            gathered = [None] * self.num_gpus
-            torch.distributed.all_gather_object(gathered, torch.get_rng_state())
-            states["per_rank"] = gathered
+            states["per_rank"] = self.per_rank(torch.get_rng_state())
+            if self.device.type == "cuda":  # Each rank's own device generator (capture_rng_states holds rank 0's).
+                states["cuda_per_rank"] = self.per_rank(torch.cuda.get_rng_state(self.device))
         return states
 
     def load_state_dict(self, state):
@@ -409,15 +416,19 @@ class Trainer:
                 opt.load_state_dict(saved_extras[name])
             else:
                 self.log(f"Notice: optimiser {name!r} is new in this run; it starts fresh")
-        self.loss.pl_mean.copy_(state["pl_mean"].to(self.device))
+        pl_means = state.get("pl_mean_per_rank")  # Each rank tracks its own (from its share of the batch).
+        pl_mean = pl_means[self.rank] if pl_means is not None and len(pl_means) == self.num_gpus else state["pl_mean"]
+        self.loss.pl_mean.copy_(pl_mean.to(self.device))
         if self.ada is not None and state.get("ada") is not None:
-            self.ada.load_state_dict(state["ada"])
+            self.ada.load_state_dict(state["ada"])  # Rank 0 carries on the saved totals of all ranks.
         if self.augment_pipe is not None and state.get("augment_p") is not None:
             self.augment_pipe.p.copy_(torch.as_tensor(state["augment_p"]))
         rng = state["rng"]
+        checkpoint.restore_rng_states(rng, self.np_rng)  # Sets rank 0's torch state (the one the file holds)...
         if "per_rank" in rng and len(rng["per_rank"]) == self.num_gpus:
-            torch.set_rng_state(rng["per_rank"][self.rank])
-        checkpoint.restore_rng_states(rng, self.np_rng)
+            torch.set_rng_state(rng["per_rank"][self.rank])  # ...so this rank's own comes after it.
+        if "cuda_per_rank" in rng and len(rng["cuda_per_rank"]) == self.num_gpus and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda_per_rank"][self.rank], self.device)
         if "latent" in rng:
             self.z_gen.set_state(rng["latent"])
 

@@ -232,7 +232,8 @@ class VisionAided:
         for name, pipe in self.pipes.items():
             self.controllers[name] = AdaController(pipe, target=self.ada_target, ada_kimg=self.ada_kimg,
                                                    interval=ADA_INTERVAL, batch_size=int(ctx.batch_size),
-                                                   reduce_fn=_all_reduce_sum if ctx.num_gpus > 1 else None)
+                                                   reduce_fn=_all_reduce_sum if ctx.num_gpus > 1 else None,
+                                                   rank=ctx.rank)  # Per-rank accumulators, saved as totals.
         state = ctx.restored_state(self)
         if state is not None:
             self._apply_state(state)
