@@ -214,6 +214,7 @@ CORE_OPTIONS = [
     click.Option(["--nhwc"], help="Use NHWC memory format with FP16", type=bool, metavar="BOOL"),
     click.Option(["--nobench"], help="Disable cuDNN benchmarking", type=bool, metavar="BOOL"),
     click.Option(["--allow-tf32"], help="Allow PyTorch to use TF32 internally", type=bool, metavar="BOOL"),
+    click.Option(["--threads"], help="CPU threads of each training process [default: the cores it may use / processes on this machine]", type=click.IntRange(min=1), metavar="INT"),
     click.Option(["--workers"], help="Override number of DataLoader workers [default: min(3, cores - 1)]", type=int, metavar="INT"),
     # Logging.
     click.Option(["--tensorboard"], help="Write TensorBoard events when tensorboard is installed [default: true]", type=bool, metavar="BOOL"),

@@ -22,17 +22,20 @@ def digits(tmp_path_factory, monkeypatch):
     return shared_digits(tmp_path_factory)
 
 
-def test_trains_on_digits_under_a_minute_with_95_percent_test_accuracy(digits):
+def test_trains_on_digits_with_95_percent_test_accuracy_and_is_cached(digits, monkeypatch):
     path, info = offline_classifier.build_classifier(dataset_kwargs(digits))
-    assert info["train_seconds"] < 60, info  # Measured when it was trained (possibly by an earlier test).
+    assert info["train_seconds"] > 0, info  # Recorded; its speed is bench/'s business, not a test's.
     assert info["test_accuracy"] >= 0.95, info
     assert info["num_test"] >= 150 and info["num_train"] + info["num_test"] == 1797
     assert info["name"] == "shared-digits16-cnn" and info["num_classes"] == 10
     assert path.startswith(os.environ["DNNLIB_CACHE_DIR"])
 
-    start = time.time()
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached classifier was retrained")
+
+    monkeypatch.setattr(offline_classifier, "train_classifier", no_training)
     again_path, again_info = offline_classifier.build_classifier(dataset_kwargs(digits))
-    assert again_path == path and again_info == info and time.time() - start < 10  # Cache hit, no retraining.
+    assert again_path == path and again_info == info  # Cache hit, no retraining.
 
 
 def test_saved_model_is_plain_torchscript_with_detector_convention(digits):

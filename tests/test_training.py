@@ -271,3 +271,14 @@ def test_resume_url_offline_fails_before_training(tmp_path, tiny_digits, capsys,
     err = cli_error([f"--outdir={tmp_path}/out", f"--data={tiny_digits}", "--metrics=none", "--resume=ffhq256"], capsys)
     assert "--resume=ffhq256" in err and "ffhq-res256" in err and "place it at" in err
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_threads_are_recorded_and_honoured(tmp_path, tiny_digits):
+    import json as json_
+
+    result = run_train([f"--outdir={tmp_path}", f"--data={tiny_digits}", "--cond=1", "--cfg=tiny", "--batch=8",
+                        "--kimg=0.008", "--workers=0", "--metrics=none", "--tensorboard=0", "--threads=2"],
+                       expect_ok=True)
+    assert "(1 process, 2 CPU thread(s) each)" in result.stdout
+    (run_dir,) = [os.path.join(tmp_path, d) for d in os.listdir(tmp_path)]
+    assert json_.load(open(os.path.join(run_dir, "training_options.json")))["num_threads"] == 2

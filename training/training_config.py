@@ -364,6 +364,9 @@ def build_config(opts, host):
     c.state_ticks = opts.get("state_ticks")
     # The CPU presets checkpoint every few minutes of work by default, so that a stop loses little (as --state-ticks).
     c.state_minutes = opts.get("state_minutes") or (5.0 if cfg in ("tiny", "tiny512") else None)
+    from training.training_loop import default_cpu_threads
+
+    c.num_threads = opts.get("threads") or default_cpu_threads(gpus)  # Recorded: cores / local processes by default.
     c.grid_scale = opts.get("grid_scale")  # None: readable (torch_utils/grid_layout.py).
     c.grid_gap = opts.get("grid_gap")
     c.resume_partial = bool(_default(opts, "resume_partial", False))

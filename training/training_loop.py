@@ -77,6 +77,8 @@ class Trainer:
         export_safetensors=False,   # Also write G_ema of each snapshot as .safetensors (weights without code)?
         state_ticks=None,           # Resumable checkpoint every N ticks between snapshots (newest kept), None = off.
         state_minutes=None,         # Resumable checkpoint when this many minutes passed since the last one, None = off.
+        num_threads=None,           # CPU threads of this process (--threads), None = torch's (one process) or
+                                    # cores / local processes (several).
         grid_scale=None,            # Enlargement of the sample grids' tiles, None = readable (tiles >= 64 px), 1 = raw.
         grid_gap=None,              # Pixels between the grids' tiles, None = auto, 0 = none.
     ):
@@ -134,9 +136,8 @@ class Trainer:
                 raise ValueError(f"process group says rank {rank} of {world}, the config rank {self.rank} of "
                                  f"{self.num_gpus}")
             training_stats.init_multiprocessing(rank=self.rank, sync_device=self.device)
-            if self.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:  # Share the cores, not oversubscribe.
-                local = int(os.environ.get("LOCAL_WORLD_SIZE", self.num_gpus))
-                torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+        if self.device.type == "cpu" and (c.num_threads or self.num_gpus > 1):  # --threads (train.py records it);
+            torch.set_num_threads(c.num_threads or default_cpu_threads(self.num_gpus))  # processes share the cores.
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
             torch.backends.cudnn.benchmark = c.cudnn_benchmark
@@ -150,7 +151,8 @@ class Trainer:
         self.np_rng = np.random.RandomState(c.random_seed)
         self.z_gen = torch.Generator().manual_seed(c.random_seed)
         torch.manual_seed(c.random_seed * self.num_gpus + self.rank)
-        self.log(f"Training on {self.device} ({self.num_gpus} process{'es' if self.num_gpus > 1 else ''})")
+        threads = f", {torch.get_num_threads()} CPU thread(s) each" if self.device.type == "cpu" else ""
+        self.log(f"Training on {self.device} ({self.num_gpus} process{'es' if self.num_gpus > 1 else ''}{threads})")
 
     def load_dataset(self):
         self.log("Loading training set...")
@@ -818,6 +820,19 @@ def _safe(fn, name, dst):
         return fn(name)
     except AttributeError:
         return False
+
+
+def default_cpu_threads(num_processes=1):
+    """Threads per process on the CPU: $OMP_NUM_THREADS when set, else the cores this process may use shared by the
+    processes of this machine (never oversubscribed: waiting threads would compete for the cores)."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", num_processes))
+    return max(1, cores // max(local, 1))
 
 
 def lazy_reg_opt_kwargs(opt_kwargs, reg_interval):
