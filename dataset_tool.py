@@ -16,15 +16,19 @@ MNIST-style idx files (gzipped or not; 28x28 is zero-padded to 32x32), digits[:1
 upscaled, default 32 px) and fashion-mnist[:test] (Debian package dataset-fashion-mnist).
 
 Files without an image extension in folders/ZIPs are skipped with a printed count; a file with an image
-extension that cannot be decoded stops the run with an error naming it.  Output is written under a
-temporary name next to --dest and renamed only when complete.
+extension that cannot be decoded stops the run with an error naming it.  Labels are checked as train.py
+checks them (class ids 0..C-1, finite vectors; --remap-labels renumbers stray ids).
+
+Output is written under a temporary name next to --dest (.NAME.tmp-HOST-PID-XXXXXXXX) and put in place in
+one rename when complete: a ZIP replaces the old file atomically, a folder is exchanged with the old one
+atomically (Linux renameat2) and the old one then removed. A killed run leaves either the old --dest or the
+new one, plus its temporary output, which the next run of dataset_tool.py or lt_dataset.py in that folder
+removes (only when the process that wrote it no longer exists).
 """
 
 import io
 import json
 import os
-import secrets
-import shutil
 import time
 import zipfile
 
@@ -33,7 +37,18 @@ import numpy as np
 import PIL.Image
 import tqdm
 
-from training.dataset import DatasetError, is_power_of_two
+from dnnlib.dataset_format import (
+    DatasetError,
+    crash_point,
+    fsync_directory,
+    is_power_of_two,
+    remove_path,
+    remove_stale_temps,
+    rename_noreplace,
+    replace_path,
+    temp_path,
+    validate_labels,
+)
 from training.dataset_sources import open_source
 
 PROGRESS_MIN_IMAGES = 5000  # Show a progress bar for conversions of at least this many images.
@@ -103,23 +118,31 @@ def encode_png(image):
 
 
 class AtomicOutput:
-    """Collects files under a temporary name beside `dest`; `commit()` renames it into place."""
+    """Collects files under a temporary name beside `dest`; `commit()` puts it in place in one rename
+    (dnnlib.dataset_format.replace_path), `abort()` removes it."""
 
     def __init__(self, dest, overwrite):
         self.dest = dest
         self.overwrite = overwrite
         self.is_zip = os.path.splitext(dest)[1].lower() == '.zip'
-        parent = os.path.dirname(os.path.abspath(dest))
-        os.makedirs(parent, exist_ok=True)
-        # A random hidden name in the same directory (same file system, so the final rename is atomic).
-        # Created with open()/mkdir() rather than tempfile so that the result gets the usual umask permissions.
-        self.tmp = os.path.join(parent, f'.{os.path.basename(dest)}.tmp-{os.getpid()}-{secrets.token_hex(4)}')
-        if self.is_zip:
-            self._file = open(self.tmp, 'xb')
-            self._zip = zipfile.ZipFile(self._file, 'w', compression=zipfile.ZIP_STORED)
-        else:
-            os.mkdir(self.tmp)
-            self._file = self._zip = None
+        self.parent = os.path.dirname(os.path.abspath(dest))
+        # A hidden name in the same directory (same file system, so the final rename is atomic), of the form
+        # remove_stale_temps recognises. Created with open()/mkdir() rather than tempfile so that the result gets
+        # the usual umask permissions.
+        self.tmp = None
+        self._file = self._zip = None
+        try:
+            os.makedirs(self.parent, exist_ok=True)
+            tmp = temp_path(dest)
+            if self.is_zip:
+                self._file = open(tmp, 'xb')
+                self._zip = zipfile.ZipFile(self._file, 'w', compression=zipfile.ZIP_STORED)
+            else:
+                os.mkdir(tmp)
+            self.tmp = tmp
+        except OSError as err:
+            raise DatasetError(f'cannot write --dest {dest}: {err.strerror or err} ({err.filename}); choose a '
+                               'destination in a writable folder') from None
         self._made_dirs = set()
 
     def add(self, name, data):
@@ -133,43 +156,62 @@ class AtomicOutput:
         with open(os.path.join(self.tmp, name), 'wb') as f:
             f.write(data)
 
-    def _close_zip(self):
+    def _close_zip(self, sync=False):
         if self._zip is not None:
             try:
                 self._zip.close()
+                if sync:
+                    self._file.flush()
+                    os.fsync(self._file.fileno())
             finally:
                 self._file.close()
                 self._file = self._zip = None
 
     def commit(self):
-        self._close_zip()
-        if os.path.lexists(self.dest):
-            if not self.overwrite:
-                raise DatasetError(f'destination {self.dest} appeared while writing; nothing was replaced')
-            old = f'{self.tmp}.old'
-            os.replace(self.dest, old)
-            try:
-                os.replace(self.tmp, self.dest)
-            except OSError:
-                os.replace(old, self.dest)
-                raise
-            _remove(old)
+        self._close_zip(sync=True)
+        crash_point('dataset_tool:written')
+        if self.overwrite:
+            replace_path(self.tmp, self.dest, before_cleanup=lambda: crash_point('dataset_tool:exchanged'))
         else:
-            os.replace(self.tmp, self.dest)
+            try:
+                rename_noreplace(self.tmp, self.dest)
+            except FileExistsError:
+                raise DatasetError(f'destination {self.dest} appeared while writing; nothing was replaced (pass '
+                                   '--overwrite to replace it)') from None
         self.tmp = None
+        fsync_directory(self.parent)
 
     def abort(self):
-        self._close_zip()
+        try:
+            self._close_zip()
+        except OSError:
+            pass
         if self.tmp is not None:
-            _remove(self.tmp)
+            try:
+                remove_path(self.tmp)
+            except OSError:
+                pass  # Left for the next run's remove_stale_temps.
             self.tmp = None
 
 
-def _remove(path):
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    elif os.path.lexists(path):
-        os.remove(path)
+def check_destination(dest, overwrite):
+    """Refuse a --dest that cannot be replaced by the output in one rename (or at all)."""
+    if not dest:
+        raise DatasetError('--dest is empty; pass the output .zip or folder, e.g. --dest=datasets/mydata.zip')
+    if not os.path.lexists(dest):
+        return
+    if not overwrite:
+        raise DatasetError(f'destination {dest} already exists; pass --overwrite to replace it or choose another --dest')
+    is_zip = os.path.splitext(dest)[1].lower() == '.zip'
+    if os.path.islink(dest):
+        raise DatasetError(f'--dest {dest} is a symbolic link; pass the path it points to ({os.path.realpath(dest)}) '
+                           'or remove the link')
+    if is_zip and os.path.isdir(dest):
+        raise DatasetError(f'--dest {dest} is a folder, but a .zip destination is written as a ZIP file; remove or '
+                           'rename the folder, or choose another --dest')
+    if not is_zip and not os.path.isdir(dest):
+        raise DatasetError(f'--dest {dest} is a file, but a destination without .zip is written as a folder of '
+                           'PNGs; remove the file, or choose another --dest (a .zip name writes a ZIP)')
 
 # ----------------------------------------------------------------------------
 
@@ -209,9 +251,10 @@ def convert_dataset(source, dest, max_images=None, resolution=None, transform=No
                     channels=None, overwrite=False, log=print, show_progress=True, remap_labels=False):
     """Convert `source` (see dataset_sources.open_source) into a dataset at `dest`. Returns a summary dict."""
     start = time.time()
-    dest = os.path.expanduser(str(dest))
-    if os.path.lexists(dest) and not overwrite:
-        raise DatasetError(f'destination {dest} already exists; pass --overwrite to replace it or choose another --dest')
+    dest = os.path.expanduser(str(dest)) if dest else ''
+    if dest:  # What killed runs left beside the destination (temporary outputs; a destination moved aside).
+        remove_stale_temps(os.path.dirname(os.path.abspath(dest)), log=log)
+    check_destination(dest, overwrite)
     src = open_source(source)
     if os.path.isdir(src.description) and not os.path.relpath(os.path.abspath(dest), os.path.abspath(src.description)).startswith('..'):
         raise DatasetError(f'--dest {dest} is inside the source folder {src.description}; choose a destination outside it')
@@ -228,6 +271,7 @@ def convert_dataset(source, dest, max_images=None, resolution=None, transform=No
     progress = tqdm.tqdm(total=total, unit='img', desc='Converting', disable=(total < PROGRESS_MIN_IMAGES or not show_progress))
     try:
         labels = [] if src.has_labels else None
+        source_names = []
         first = {}
         for index, (name, image, label) in enumerate(src):
             if index >= total:
@@ -238,6 +282,7 @@ def convert_dataset(source, dest, max_images=None, resolution=None, transform=No
             out.add(archive_name, encode_png(result))
             if labels is not None:
                 labels.append([archive_name, label])
+                source_names.append(f'{src.description}/{name}')
         if not first:
             raise DatasetError(f'{src.description} yielded no images')
         class_names = src.class_names
@@ -245,9 +290,13 @@ def convert_dataset(source, dest, max_images=None, resolution=None, transform=No
             old_ids = sorted({label for _, label in labels})
             new_id = {old: new for new, old in enumerate(old_ids)}
             labels = [[name, new_id[label]] for name, label in labels]
-            if class_names is not None and len(class_names) > old_ids[-1]:
-                class_names = [class_names[old] for old in old_ids]
+            if class_names is not None:
+                class_names = [class_names[old] for old in old_ids] if len(class_names) > old_ids[-1] else None
             log('Class ids renumbered: ' + ', '.join(f'{old}->{new}' for old, new in new_id.items() if old != new))
+        if labels:  # What is written is what training accepts: the one validator, as train.py applies it.
+            validate_labels([label for _, label in labels], src.description, source_names,
+                            len(class_names) if class_names else None,
+                            fix='Renumber them: add --remap-labels to this command')
         meta = {'labels': labels}
         if class_names is not None and labels is not None:
             meta['class_names'] = class_names
@@ -336,8 +385,14 @@ def main(source, dest, verify, max_images, resolution, width, height, transform,
         convert_dataset(source, dest, max_images=max_images, resolution=resolution, transform=transform,
                         resize_filter=resize_filter, channels=None if channels is None else int(channels),
                         overwrite=overwrite, remap_labels=remap_labels)
-    except (DatasetError, OSError) as err:
+    except DatasetError as err:
         raise click.ClickException(str(err)) from err
+    except MemoryError:  # An image at a huge --resolution; the temporary output is already removed.
+        side = f'{resolution[0]}x{resolution[1]}' if resolution else 'the source size'
+        raise click.ClickException(f'out of memory while converting {source} at {side}; choose a smaller --resolution '
+                                   f'(nothing was written to {dest})') from None
+    except OSError as err:  # Reading the source or writing the output; the temporary output is already removed.
+        raise click.ClickException(f'{err}; nothing was written to {dest}') from err
 
 
 if __name__ == '__main__':

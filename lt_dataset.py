@@ -25,6 +25,22 @@ members, through a temporary copy renamed over the original):
   lt_<imf>[_reverse]_full.json  all images with rank labels (reference set for metrics)
   class_<a>_<b>.json            with --shot-labels: the full-set images of each band (UTLO)
 
+Every output also records "num_classes" (C), so that each is a valid label file on its own
+(train.py --subset=FILE checks class ids against it). Input labels go through the same
+validator as train.py's (dnnlib.dataset_format.validate_labels): class ids 0..C-1.
+
+The outputs form one set, replaced as a whole so that a kill leaves either the old set or
+the new one. ZIP source: one rename of the rebuilt ZIP. Directory source: each file is
+written to a temporary name (.NAME.tmp-HOST-PID-XXXXXXXX, flushed to disk), files being
+replaced are kept as hard-linked backups, then a commit record
+.lt-commit-HOST-PID-XXXXXXXX.json (written atomically) lists the set: that rename is the
+commit. The files are then renamed into place and the record removed. While a record
+exists, train.py, calc_metrics.py and lt_dataset.py refuse the files it names (they may
+mix the two sets); the next lt_dataset.py run on the dataset completes a killed commit
+(or undoes one that was being rolled back after an error) before it does anything else,
+and removes temporary files of killed runs. Files identical to what would be written are
+left alone, so rerunning a command is never refused because some of its files exist.
+
 The "lt" section (ignored by stylegan2-ada readers) holds source, label_file, imf, seed,
 order, reverse, num_classes, rank_to_label, class_names (if known), counts, available,
 bands ({"many": [ranks], "medium": [...], "few": [...]}), band_rule, subset and full.
@@ -38,14 +54,29 @@ any 10-class dataset gets 0-2/3-5/6-9 and other class counts are an error.
 import json
 import math
 import os
-import secrets
+import re
 import shutil
 import zipfile
 
 import click
 import numpy as np
 
-from dnnlib.dataset_format import DatasetError, DatasetFiles, read_label_file
+from dnnlib.dataset_format import (
+    COMMIT_RE,
+    DatasetError,
+    DatasetFiles,
+    commit_record_path,
+    crash_point,
+    fsync_directory,
+    label_class_count,
+    label_entries,
+    pending_commits,
+    read_label_file,
+    remove_stale_temps,
+    temp_path,
+    validate_labels,
+    writer_alive,
+)
 
 # name -> (number of classes, first medium rank, first few rank)
 BAND_TABLE = {
@@ -197,58 +228,175 @@ def load_labels(source, label_file):
                       '--label-file or build the dataset with labels (dataset_tool.py)') from None
     except DatasetError as err:
         raise LTError(str(err)) from err
-    if not isinstance(obj, dict) or not isinstance(obj.get('labels'), list):
+    if isinstance(obj, dict) and obj.get('labels') is None:
         raise LTError(f'{desc} has no labels ("labels" missing or null); lt_dataset.py needs class labels')
-    entries, seen = [], set()
-    for entry in obj['labels']:
-        if (not isinstance(entry, (list, tuple)) or len(entry) != 2 or not isinstance(entry[0], str)
-                or not isinstance(entry[1], int) or isinstance(entry[1], bool) or entry[1] < 0):
-            raise LTError(f'{desc}: every entry must be [path, non-negative integer class]; found {entry!r}')
-        path = entry[0].replace('\\', '/')
-        if path in seen:
-            raise LTError(f'{desc} lists {path} more than once')
-        seen.add(path)
-        entries.append((path, entry[1]))
-    if not entries:
+    if desc == source.describe('dataset.json'):
+        fix = f'Renumber them: python dataset_tool.py --source={source.path} --dest=<new.zip> --remap-labels'
+    else:
+        fix = None  # The validator's default: renumber them in the file.
+    try:
+        mapping = label_entries(obj, desc)
+        paths = list(mapping)
+        labels = validate_labels([mapping[p] for p in paths], desc, paths, label_class_count(obj, desc), fix=fix)
+    except DatasetError as err:
+        raise LTError(str(err)) from None
+    if not paths:
         raise LTError(f'{desc} lists no images')
-    missing = [p for p, _ in entries if not source.has(p)]
+    if labels.dtype != np.int64:
+        raise LTError(f'{desc} has float-vector labels (e.g. {mapping[paths[0]]!r} for {paths[0]}); lt_dataset.py '
+                      'needs integer class ids')
+    missing = [p for p in paths if not source.has(p)]
     if missing:
         raise LTError(f'{desc} references {len(missing)} image(s) that are not in {source.path}, e.g. {missing[0]}; '
                       'use the label file that belongs to this dataset')
     names = obj.get('class_names')
-    return desc, entries, names if isinstance(names, list) else None
+    return desc, list(zip(paths, (int(x) for x in labels))), names if isinstance(names, list) else None
 
 # ----------------------------------------------------------------------------
-# Writing: every output under a temporary name first, then renamed.
+# Writing: the set of outputs is replaced as a whole (see the module docstring).
 
 
 def _dumps(obj):
     return (json.dumps(obj, separators=(',', ':')) + '\n').encode('utf-8')
 
 
-def write_into_dir(directory, files, overwrite):
-    temps, renamed = {}, []
+def _write_synced(path, data):
+    with open(path, 'xb') as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_record(path, record):
+    """Write a commit record atomically (temporary name, flush, rename): its rename is the commit."""
+    tmp = temp_path(path)
+    try:
+        _write_synced(tmp, _dumps(record))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        raise
+    fsync_directory(os.path.dirname(path))
+
+
+def _link_or_copy(src, dst):
+    try:
+        os.link(src, dst)
+    except OSError:  # File systems without hard links.
+        shutil.copy2(src, dst)
+
+
+def _roll_forward(directory, items):
+    """Rename every staged file into place (those still staged), then drop the backups."""
+    for k, item in enumerate(items):
+        tmp = os.path.join(directory, item['temp'])
+        if os.path.lexists(tmp):
+            os.replace(tmp, os.path.join(directory, item['name']))
+        if k == 0:
+            crash_point('lt_dataset:renamed-one')
+    for item in items:
+        if item.get('backup') and os.path.lexists(os.path.join(directory, item['backup'])):
+            os.remove(os.path.join(directory, item['backup']))
+
+
+def _roll_back(directory, items):
+    """Put the old set back: restore the backups, remove new files that had no predecessor and staged files."""
+    for item in items:
+        final, tmp = os.path.join(directory, item['name']), os.path.join(directory, item['temp'])
+        backup = os.path.join(directory, item['backup']) if item.get('backup') else None
+        if backup is not None and os.path.lexists(backup):
+            os.replace(backup, final)
+            if os.path.lexists(backup):  # rename() of a hard link onto its own file does nothing.
+                os.remove(backup)
+        elif not item['existed'] and not os.path.lexists(tmp) and os.path.lexists(final):
+            os.remove(final)  # Renamed into place before the error; there was no old file.
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+
+
+def write_into_dir(directory, files, overwrite, command=None):
+    """Replace the set `files` ({name: bytes}) in `directory` through a commit record (module docstring)."""
+    items, record_path = [], None
     try:
         for name, data in files.items():
-            tmp = os.path.join(directory, f'.{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}')
-            temps[name] = tmp
-            with open(tmp, 'xb') as f:
-                f.write(data)
-        for name, tmp in temps.items():
             final = os.path.join(directory, name)
-            existed = os.path.exists(final)
-            if existed and not overwrite:
-                raise LTError(f'{final} appeared while writing; nothing was written')
-            os.replace(tmp, final)
-            renamed.append((final, existed))
+            tmp = temp_path(final)
+            item = dict(name=name, temp=os.path.basename(tmp), backup=None, existed=os.path.lexists(final))
+            items.append(item)
+            _write_synced(tmp, data)
+            if item['existed']:
+                if not overwrite:
+                    raise LTError(f'{final} appeared while writing; nothing was written')
+                backup = temp_path(final, role='bak')
+                _link_or_copy(final, backup)
+                item['backup'] = os.path.basename(backup)
+        crash_point('lt_dataset:staged')
+        record_path = commit_record_path(directory)
+        _write_record(record_path, dict(mode='forward', command=command, files=items))
     except BaseException:
-        for tmp in temps.values():
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        for final, existed in renamed:
-            if not existed:
-                os.remove(final)
+        for item in items:
+            for key in ('temp', 'backup'):
+                if item.get(key) and os.path.lexists(os.path.join(directory, item[key])):
+                    os.remove(os.path.join(directory, item[key]))
         raise
+    crash_point('lt_dataset:committed')
+    try:
+        _roll_forward(directory, items)
+    except BaseException:
+        try:  # Undo: the record says so first, so that a kill during the undo is undone by the next run.
+            _write_record(record_path, dict(mode='back', command=command, files=items))
+            _roll_back(directory, items)
+            os.remove(record_path)
+        except OSError:
+            pass  # The record stays; the next lt_dataset.py run finishes what it says.
+        raise
+    os.remove(record_path)
+    fsync_directory(directory)
+
+
+def _valid_record(record):
+    """The record's items when every name is a plain file name of this directory (a tampered record must not make
+    recovery rename files elsewhere), else None."""
+    if not isinstance(record, dict) or record.get('mode') not in ('forward', 'back'):
+        return None
+    items = record.get('files')
+    plain = re.compile(r'^[^/\\]+$')
+    for item in items if isinstance(items, list) else [None]:
+        if not isinstance(item, dict) or not isinstance(item.get('name'), str) or not plain.match(item['name']) \
+                or item['name'] in ('.', '..') or not isinstance(item.get('existed'), bool):
+            return None
+        for key in ('temp', 'backup'):
+            value = item.get(key)
+            if (key == 'temp' or value is not None) and not (isinstance(value, str) and plain.match(value)
+                                                            and value.startswith(f'.{item["name"]}.tmp-')):
+                return None
+    return items
+
+
+def recover_interrupted_writes(directory, log=print):
+    """Complete (or undo, if it was being undone) every commit of a killed lt_dataset.py run in `directory`."""
+    for path, record in pending_commits(directory):
+        match = COMMIT_RE.match(os.path.basename(path))
+        host, pid = match.group('host'), match.group('pid')
+        if writer_alive(host, pid):
+            raise LTError(f'another lt_dataset.py (pid {pid} on host {host}) is replacing label files in {directory} '
+                          f'(commit record {os.path.basename(path)}); wait until it ends and run this again (if it '
+                          f'was killed on another machine, run lt_dataset.py on {host} to complete its set)')
+        items = _valid_record(record)
+        if items is None:
+            raise LTError(f'commit record {path} cannot be read (damaged, or not written by lt_dataset.py), so the '
+                          'label files it covered may mix two sets; remove it and rewrite those files with '
+                          'lt_dataset.py --overwrite')
+        names = ', '.join(item['name'] for item in items)
+        if record['mode'] == 'forward':
+            _roll_forward(directory, items)
+            log(f'Completed an interrupted write of {names} in {directory}')
+        else:
+            _roll_back(directory, items)
+            log(f'Undid an interrupted write of {names} in {directory}: the previous files are back')
+        os.remove(path)
+        fsync_directory(directory)
 
 
 def write_into_zip(zip_path, files, overwrite, names):
@@ -256,8 +404,7 @@ def write_into_zip(zip_path, files, overwrite, names):
     replaced = sorted(n for n in names if n in files)
     if replaced and not overwrite:
         raise LTError(f'{zip_path} already holds {replaced[0]}; pass --overwrite')
-    tmp = os.path.join(os.path.dirname(os.path.abspath(zip_path)),
-                       f'.{os.path.basename(zip_path)}.tmp-{os.getpid()}-{secrets.token_hex(4)}')
+    tmp = temp_path(zip_path)
     try:
         if not replaced:
             shutil.copyfile(zip_path, tmp)
@@ -274,11 +421,15 @@ def write_into_zip(zip_path, files, overwrite, names):
                         shutil.copyfileobj(src, dst, 1 << 20)
                 _add_files(zout, files)
         shutil.copymode(zip_path, tmp)
+        with open(tmp, 'rb+') as f:
+            os.fsync(f.fileno())
+        crash_point('lt_dataset:zip-written')
         os.replace(tmp, zip_path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    fsync_directory(os.path.dirname(os.path.abspath(zip_path)))
 
 
 def _add_files(zout, files):
@@ -295,31 +446,45 @@ def make_lt(source, imf, label_file=None, seed=0, order='count', reverse=False, 
         raise LTError(f'--imf must be >= 1 (rho = n_max / n_min), got {imf}')
     src = SourceDataset(source)
     try:
-        return _make_lt(src, imf, label_file, seed, order, reverse, dname, bands, shot_labels, overwrite, log)
+        if src.is_zip:  # Temporary copies of the ZIP left by killed runs.
+            remove_stale_temps(os.path.dirname(os.path.abspath(src.path)), log=log)
+        else:  # A killed commit first (its record names the temporary files it needs), then the leftovers.
+            recover_interrupted_writes(src.path, log=log)
+            remove_stale_temps(src.path, log=log)
+        command = ' '.join(['python lt_dataset.py', f'--source={src.path}', f'--imf={format_imf(imf)}']
+                           + [f'--{k}={v}' for k, v in [('label-file', label_file), ('seed', seed or None),
+                                                        ('order', None if order == 'count' else order),
+                                                        ('dname', dname), ('bands', bands)] if v is not None]
+                           + [f for f, on in [('--reverse', reverse), ('--shot-labels', shot_labels),
+                                              ('--overwrite', overwrite)] if on])
+        return _make_lt(src, imf, label_file, seed, order, reverse, dname, bands, shot_labels, overwrite, log, command)
     finally:
         src.close()
 
 
-def _make_lt(src, imf, label_file, seed, order, reverse, dname, bands, shot_labels, overwrite, log):
+def _make_lt(src, imf, label_file, seed, order, reverse, dname, bands, shot_labels, overwrite, log, command):
     desc, entries, class_names = load_labels(src, label_file)
     meta, files = build_lt(entries, imf, seed=seed, order=order, reverse=reverse, dname=dname, bands=bands,
                            shot_labels=shot_labels, class_names=class_names, source=os.path.abspath(src.path),
                            label_file=desc)
-    existing = [name for name in files if src.has(name)]
+    # Files already there with exactly these bytes are left alone (a rerun, or a set that lost a file).
+    unchanged = {name for name, data in files.items() if src.has(name) and src.read(name) == data}
+    changed = {name: data for name, data in files.items() if name not in unchanged}
+    existing = [name for name in changed if src.has(name)]
     if existing and not overwrite:
-        raise LTError(f'{existing[0]} already exists in {src.path}; pass --overwrite to replace it')
+        raise LTError(f'{existing[0]} already exists in {src.path} with other contents; pass --overwrite to replace it')
     _print_table(log, src.path, meta, sum(meta['counts']), sum(meta['available']))
-    if src.is_zip:
+    if changed and src.is_zip:
         src.close()
-        write_into_zip(src.path, files, overwrite, src.names())
-    else:
-        write_into_dir(src.path, files, overwrite)
+        write_into_zip(src.path, changed, overwrite, src.names())
+    elif changed:
+        write_into_dir(src.path, changed, overwrite, command)
     kept, full = sum(meta['counts']), sum(meta['available'])
-    log(f'Wrote into {src.path}:')
+    log(f'Wrote into {src.path}:' if changed else f'Nothing to write: {src.path} already holds these files:')
     for name in files:
         what = {meta['subset']: f'the long-tailed subset ({kept} of {full} images)',
                 meta['full']: f'all {full} images with shot bands (reference set for metrics)'}.get(name, 'one shot band')
-        log(f'  {name:<24s} {what}')
+        log(f'  {name:<24s} {what}' + (' (unchanged)' if name in unchanged and changed else ''))
     log(f'Train on the subset with: python train.py --data={src.path} --cond=1 --subset={meta["subset"]} ...')
     return meta
 
@@ -349,14 +514,16 @@ def build_lt(entries, imf, seed=0, order='count', reverse=False, dname=None, ban
     chosen = select_paths(paths_by_label, kept, seed)
     subset = sorted((path, label_to_rank[label]) for label, paths in chosen.items() for path in paths)
     full = sorted((path, label_to_rank[label]) for path, label in entries)
+    num = len(rank_to_label)  # Declared in every file: a band file's ranks alone (6..9) do not say C = 10.
     files = {
-        meta['subset']: _dumps({'labels': [list(e) for e in subset], 'lt': meta}),
-        meta['full']: _dumps({'labels': [list(e) for e in full], 'lt': meta}),
+        meta['subset']: _dumps({'labels': [list(e) for e in subset], 'num_classes': num, 'lt': meta}),
+        meta['full']: _dumps({'labels': [list(e) for e in full], 'num_classes': num, 'lt': meta}),
     }
     if shot_labels:
         for ranks in band_ranks.values():
             members = set(ranks)
-            files[f'class_{ranks[0]}_{ranks[-1]}.json'] = _dumps({'labels': [list(e) for e in full if e[1] in members]})
+            files[f'class_{ranks[0]}_{ranks[-1]}.json'] = _dumps({'labels': [list(e) for e in full if e[1] in members],
+                                                                  'num_classes': num})
     return meta, files
 
 
@@ -377,7 +544,7 @@ def _print_table(log, path, meta, kept_total, full_total):
 @click.option('--fn', metavar='DIR/dataset.json', help="UTLO's spelling: the label file inside a dataset directory")
 @click.option('--label-file', metavar='JSON', help='Labels to subsample (path, or member of the source)  [default: dataset.json]')
 @click.option('--imf', type=float, required=True, help='Imbalance factor rho = n_max / n_min (>= 1)')
-@click.option('--seed', type=int, default=0, show_default=True, help='Selection seed')
+@click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Selection seed')
 @click.option('--order', type=click.Choice(['count', 'label-desc', 'seed']), default='count', show_default=True,
               help='Which classes become the head')
 @click.option('--reverse', is_flag=True, help='Reverse the profile (the head becomes the tail before relabelling)')
@@ -392,14 +559,19 @@ def main(source, fn, label_file, imf, seed, order, reverse, dname, bands, shot_l
         source, label_file = os.path.dirname(os.path.abspath(os.path.expanduser(fn))), fn
     if source is None:
         raise click.UsageError('pass --source=DIR|ZIP (or --fn=DIR/dataset.json)')
-    if not imf >= 1 or math.isinf(imf):
+    if not math.isfinite(imf):
+        raise click.BadParameter(f'{imf} is not a finite number; the imbalance factor rho = n_max / n_min must be a '
+                                 'number >= 1 (1 = balanced, 100 = CIFAR-10-LT)', param_hint='--imf')
+    if not imf >= 1:
         raise click.BadParameter(f'{imf} is below 1; the imbalance factor rho = n_max / n_min must be >= 1 '
                                  '(1 = balanced, 100 = CIFAR-10-LT)', param_hint='--imf')
     try:
         make_lt(source, imf, label_file=label_file, seed=seed, order=order, reverse=reverse, dname=dname, bands=bands,
                 shot_labels=shot_labels, overwrite=overwrite)
-    except (LTError, OSError) as err:
+    except LTError as err:
         raise click.ClickException(str(err)) from err
+    except OSError as err:  # Reading or writing the source (permissions, full disk); a failed write is undone.
+        raise click.ClickException(f'{err} (in {source}; its label files are either all old or all new)') from err
 
 
 if __name__ == '__main__':

@@ -4,7 +4,9 @@ A dataset is a directory or a ZIP archive of images (PNG in practice; square,
 power-of-two side, 1 or 3 channels, all the same shape) plus an optional
 ``dataset.json`` of the form ``{"labels": [["00000/img00000000.png", 6], ...]}``
 (``null`` means unlabelled).  Integer labels become one-hot vectors; lists of
-numbers are used as float vectors.
+numbers are used as float vectors.  Labels from dataset.json and from a label-subset
+file (``label_file``) are checked alike by ``dnnlib.dataset_format.validate_labels``
+(class ids 0..C-1, finite vectors of one length).
 
 ``ImageFolderDataset`` is what snapshots record as
 ``training_set_kwargs['class_name']``, so this module imports nothing from the
@@ -28,9 +30,13 @@ from dnnlib.dataset_format import (  # noqa: F401 (re-exported: the format's nam
     DatasetError,
     DatasetFiles,
     is_image_name,
+    is_power_of_two,
+    label_class_count,
     label_entries,
     parse_json,
+    pil_error_text,
     read_label_file,
+    validate_labels,
 )
 
 try:
@@ -40,9 +46,6 @@ except ImportError:  # pragma: no cover - depends on the platform
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
-
-def is_power_of_two(n):
-    return n >= 1 and (n & (n - 1)) == 0
 
 # ----------------------------------------------------------------------------
 # Image headers and decoding.
@@ -96,8 +99,8 @@ def read_image_shape(f, fname):
         with PIL.Image.open(io.BytesIO(head + f.read())) as im:
             return _check_channels(_pil_channels(im.mode), im.size[1], im.size[0], fname)
     except (OSError, SyntaxError, ValueError) as err:
-        raise DatasetError(f'cannot read image {fname}: {err}; remove the file or rebuild the dataset with '
-                           'dataset_tool.py') from err
+        raise DatasetError(f'cannot read image {fname}: {pil_error_text(err)}; remove the file or rebuild the dataset '
+                           'with dataset_tool.py') from err
 
 
 def decode_image(data, fname):
@@ -120,59 +123,12 @@ def decode_image(data, fname):
                     raise DatasetError(f'{fname} has image mode {im.mode}; images must be greyscale or RGB; '
                                        'convert them with dataset_tool.py')
         except (OSError, SyntaxError) as err:
-            raise DatasetError(f'cannot decode image {fname}: {err}') from err
+            raise DatasetError(f'cannot decode image {fname}: {pil_error_text(err)}') from err
     if image.dtype != np.uint8:
         raise DatasetError(f'{fname} decodes to {image.dtype}, expected 8-bit pixels; convert it with dataset_tool.py')
     if image.ndim == 2:
         image = image[:, :, np.newaxis]
     return image.transpose(2, 0, 1)
-
-# ----------------------------------------------------------------------------
-# Labels.
-
-
-def parse_labels(labels, source):
-    """Turn a list of label values into int64 [N] (class ids) or float32 [N, D] (vectors).
-
-    `source` names the file in error messages.
-    """
-    if len(labels) == 0:
-        return np.zeros([0], dtype=np.int64)
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in labels):
-        arr = np.asarray(labels, dtype=np.int64)
-        if arr.min() < 0:
-            raise DatasetError(f'labels in {source} must be non-negative class ids; found {int(arr.min())}')
-        return arr
-    vectors = [v for v in labels if isinstance(v, (list, tuple))
-               and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)]
-    if len(vectors) == len(labels) and len({len(v) for v in vectors}) == 1:
-        return np.asarray(vectors, dtype=np.float32).reshape(len(labels), -1)
-    bad = next((v for v in labels if not isinstance(v, (int, list, tuple)) or isinstance(v, bool)), labels[0])
-    raise DatasetError(f'labels in {source} must all be integers (class ids) or all be float vectors of one length; '
-                       f'found {bad!r}; fix the file or rebuild it with dataset_tool.py')
-
-
-def check_class_ids(labels, source, path, num_classes=None):
-    """Class ids of a dataset must be 0..C-1: a stray id (1000 among 10 classes) would silently widen every
-    network's label to max id + 1 classes. With class_names (C known) ids may skip classes; without, C is the
-    number of distinct ids and every id must be below it."""
-    if labels.dtype != np.int64 or labels.size == 0:
-        return
-    ids = np.unique(labels)
-    if num_classes is not None:
-        if ids[-1] < num_classes:
-            return
-        raise DatasetError(f'class ids in {source} must be below its {num_classes} class_names; found '
-                           f'{", ".join(str(int(i)) for i in ids if i >= num_classes)}. Renumber them: python '
-                           f'dataset_tool.py --source={path} --dest=<new.zip> --remap-labels, or fix class_names')
-    if ids[-1] == len(ids) - 1:
-        return
-    stray = [int(i) for i in ids if i >= len(ids)]
-    gaps = sorted(set(range(len(ids))) - set(int(i) for i in ids))
-    raise DatasetError(f'class ids in {source} must be 0..C-1 for its C={len(ids)} classes; found ids '
-                       f'{", ".join(map(str, stray[:8]))} and none for {", ".join(map(str, gaps[:8]))}. Renumber them: '
-                       f'python dataset_tool.py --source={path} --dest=<new.zip> --remap-labels')
-
 
 # ----------------------------------------------------------------------------
 
@@ -389,7 +345,11 @@ class ImageFolderDataset(Dataset):
         if not self._files.is_zip:
             flags = os.O_RDONLY | getattr(os, 'O_BINARY', 0)
             for fname in names:
-                fd = os.open(os.path.join(self._path, fname), flags)
+                try:
+                    fd = os.open(os.path.join(self._path, fname), flags)
+                except OSError as err:  # A dangling link, a file removed meanwhile, no permission.
+                    raise DatasetError(f'cannot read {self._describe(fname)}: {err.strerror or err}; remove or fix '
+                                       'the file, or rebuild the dataset with dataset_tool.py') from None
                 try:
                     head = os.read(fd, 29)
                 finally:
@@ -422,6 +382,8 @@ class ImageFolderDataset(Dataset):
     def _select_label_file(self, label_file, image_names):
         """Read `label_file`; return (sorted image names it lists, their labels in that order)."""
         obj, source, _base_dir = read_label_file(self._files, label_file)
+        self._subset_source = source
+        self._subset_class_count = label_class_count(obj, source)
         mapping = label_entries(obj, source)
         if mapping is None:
             raise DatasetError(f'label file {source} has "labels": null; a label file must list the images to use')
@@ -435,35 +397,35 @@ class ImageFolderDataset(Dataset):
         return names, [mapping[n] for n in names]
 
     def _load_raw_labels(self):
+        """Labels of the used images, checked by the one validator (dnnlib.dataset_format.validate_labels)."""
         if self._subset_labels is not None:
-            source = str(self._label_file)
-            values = self._subset_labels
-        else:
-            source = self._describe('dataset.json')
-            mapping = None
-            num_classes = None
-            if 'dataset.json' in self._all_fnames:
-                meta = self._read_json('dataset.json')
-                mapping = label_entries(meta, source)
-                names = meta.get('class_names') if isinstance(meta, dict) else None
-                num_classes = len(names) if isinstance(names, list) and names else None
-            if mapping is None:
-                raise DatasetError(f'dataset {self._path} has no labels (dataset.json missing or labels null); '
-                                   'use --cond=0 or add labels with dataset_tool.py')
-            names = set(self._image_fnames)
-            extra = sorted(n for n in mapping if n not in names)
-            if extra:
-                raise DatasetError(f'{source} references {len(extra)} image(s) not in the dataset, e.g. {extra[0]}; '
-                                   'rebuild the dataset with dataset_tool.py')
-            unlabelled = [n for n in self._image_fnames if n not in mapping]
-            if unlabelled:
-                raise DatasetError(f'{source} has no label for {len(unlabelled)} image(s), e.g. {unlabelled[0]}; '
-                                   'rebuild the dataset with dataset_tool.py')
-            values = [mapping[n] for n in self._image_fnames]
-            labels = parse_labels(values, source)
-            check_class_ids(labels, source, self._path, num_classes)
-            return labels
-        return parse_labels(values, source)
+            source = self._subset_source
+            return validate_labels(self._subset_labels, source, self._image_fnames, self._subset_class_count,
+                                   fix=f'Renumber them to 0..C-1 in {source}, or declare the number of classes with '
+                                   '"num_classes" or "class_names" (lt_dataset.py writes such files)')
+        source = self._describe('dataset.json')
+        mapping = None
+        class_count = None
+        if 'dataset.json' in self._all_fnames:
+            meta = self._read_json('dataset.json')
+            mapping = label_entries(meta, source)
+            class_count = label_class_count(meta, source)
+        if mapping is None:
+            raise DatasetError(f'dataset {self._path} has no labels (dataset.json missing or labels null); '
+                               'use --cond=0 or add labels with dataset_tool.py')
+        names = set(self._image_fnames)
+        extra = sorted(n for n in mapping if n not in names)
+        if extra:
+            raise DatasetError(f'{source} references {len(extra)} image(s) not in the dataset, e.g. {extra[0]}; '
+                               'rebuild the dataset with dataset_tool.py')
+        unlabelled = [n for n in self._image_fnames if n not in mapping]
+        if unlabelled:
+            raise DatasetError(f'{source} has no label for {len(unlabelled)} image(s), e.g. {unlabelled[0]}; '
+                               'rebuild the dataset with dataset_tool.py')
+        values = [mapping[n] for n in self._image_fnames]
+        return validate_labels(values, source, self._image_fnames, class_count,
+                               fix=f'Renumber them: python dataset_tool.py --source={self._path} --dest=<new.zip> '
+                               '--remap-labels')
 
     # -- images --------------------------------------------------------------
 

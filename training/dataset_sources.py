@@ -26,19 +26,30 @@ error.
 import gzip
 import importlib.util
 import io
-import json
+import math
 import os
 import pickle
 import re
 import struct
 import subprocess
 import tarfile
+import zlib
 
 import numpy as np
 import PIL.Image
 
-from dnnlib.dataset_format import DatasetError, DatasetFiles, is_hidden, is_image_name, label_entries
-from training.dataset import is_power_of_two, parse_labels
+from dnnlib.dataset_format import (
+    DatasetError,
+    DatasetFiles,
+    is_hidden,
+    is_image_name,
+    is_power_of_two,
+    label_class_count,
+    label_entries,
+    parse_json,
+    pil_error_text,
+    validate_labels,
+)
 
 
 class SourceError(DatasetError):
@@ -97,8 +108,8 @@ def decode_bytes(data, name):
             return pil_to_array(im, name)
     except SourceError:
         raise
-    except Exception as err:  # Pillow raises many types for corrupt files
-        raise SourceError(f'cannot read image {name}: {err}; remove or fix the file '
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types for corrupt files
+        raise SourceError(f'cannot read image {name}: {pil_error_text(err)}; remove or fix the file '
                           '(files without an image extension are skipped, files with one must decode)') from err
 
 
@@ -117,7 +128,7 @@ def _array_source(description, images, labels, class_names=None, default_size=No
     """Source over an in-memory [N, H, W, C] uint8 stack."""
     def iterate():
         for i in range(images.shape[0]):
-            label = None if labels is None else int(labels[i])
+            label = None if labels is None else int(labels[i])  # Checked on output (dataset_format.validate_labels).
             yield f'{prefix}{i:08d}', images[i], label
     return Source(description, int(images.shape[0]), iterate, labels is not None, class_names, default_size)
 
@@ -142,8 +153,11 @@ def _collection_labels(description, image_names, json_obj, json_name):
             raise SourceError(f'{json_name} has no label for {len(unlabelled)} image(s), e.g. {unlabelled[0]}; '
                               'add them to dataset.json or remove the images')
         values = [mapping[n] for n in image_names]
-        parse_labels(values, json_name)  # validates: ints or float vectors
-        return dict(zip(image_names, values)), None, notes
+        # The one validator; class ids are checked for 0..C-1 on what dataset_tool.py writes (after --remap-labels).
+        validate_labels(values, json_name, image_names, dense_ids=False)
+        class_count = label_class_count(json_obj, json_name)
+        names = json_obj.get('class_names') if class_count is not None else None
+        return dict(zip(image_names, values)), names or None, notes
     in_folders = [n for n in image_names if '/' in n]
     if not in_folders:
         return None, None, notes
@@ -166,19 +180,29 @@ def _collection_source(description, all_names, read_bytes):
     json_obj = None
     json_name = f'{description}/dataset.json'
     if 'dataset.json' in all_names:
-        try:
-            json_obj = json.loads(read_bytes('dataset.json'))
-        except ValueError as err:
-            raise SourceError(f'{json_name} is not valid JSON: {err}') from err
+        json_obj = parse_json(_read_member(read_bytes, 'dataset.json', description), json_name)
     labels, class_names, notes = _collection_labels(description, image_names, json_obj, json_name)
     if others:
         notes.append(f'skipped {len(others)} non-image file(s) in {description}, e.g. {others[0]}')
 
     def iterate():
         for name in image_names:
-            image = decode_bytes(read_bytes(name), f'{description}/{name}')
+            image = decode_bytes(_read_member(read_bytes, name, description), f'{description}/{name}')
             yield name, image, None if labels is None else labels[name]
     return Source(description, len(image_names), iterate, labels is not None, class_names, notes=notes)
+
+
+def _read_member(read_bytes, name, description):
+    """Bytes of one file of a folder or ZIP source; a file that cannot be read is an error naming it."""
+    try:
+        return read_bytes(name)
+    except SourceError:
+        raise
+    except DatasetError as err:  # A damaged, encrypted or unreadable ZIP member (DatasetFiles.read names it).
+        raise SourceError(str(err)) from None
+    except OSError as err:
+        raise SourceError(f'cannot read {description}/{name}: {err.strerror or err}; remove or replace the '
+                          'file') from None
 
 
 def open_image_folder(path):
@@ -190,8 +214,8 @@ def open_image_zip(path):
     files = DatasetFiles(path)
     try:
         names = files.names()
-    except DatasetError as err:
-        raise SourceError(f'{path} is not a valid ZIP file: {err}') from err
+    except DatasetError as err:  # Its message names the ZIP: not a ZIP, or a duplicate member.
+        raise SourceError(str(err)) from err
     source = _collection_source(path, names, files.read)
     inner = source._iterate
 
@@ -212,11 +236,39 @@ def _batch_number(name):
     return int(match.group(1)) if match else None
 
 
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    """Reads CIFAR-10's python pickles (dicts of numpy arrays, lists, numbers and strings) without running code:
+    any other global a pickle names (os.system, subprocess.Popen, ...) is refused before it is looked up."""
+
+    ALLOWED = {
+        ('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', '_reconstruct'),
+        ('numpy.core.multiarray', 'scalar'), ('numpy._core.multiarray', 'scalar'),
+        ('numpy.core.numeric', '_frombuffer'), ('numpy._core.numeric', '_frombuffer'),
+        ('numpy', 'ndarray'), ('numpy', 'dtype'),
+        ('_codecs', 'encode'), ('builtins', 'bytes'), ('__builtin__', 'bytes'),  # bytes in protocol-2 pickles
+    }
+
+    def __init__(self, fileobj, name):
+        super().__init__(fileobj, encoding='latin1')
+        self._name = name
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise SourceError(f'{self._name} is not a CIFAR-10 batch: it names {module}.{name}, and only numpy arrays, '
+                              'lists, numbers and strings are read from CIFAR pickles (a pickle can run code; this one '
+                              'was not loaded). Use the cifar-10-python.tar.gz from the CIFAR-10 site')
+        if module.startswith('numpy.core.') and hasattr(np, '_core'):
+            module = 'numpy._core.' + module[len('numpy.core.'):]  # numpy 2 moved numpy.core to numpy._core.
+        return super().find_class(module, name)
+
+
 def _unpickle(fileobj, name):
     try:
-        obj = pickle.load(fileobj, encoding='latin1')
-    except Exception as err:
-        raise SourceError(f'cannot read CIFAR pickle {name}: {err}') from err
+        obj = _ArraysOnlyUnpickler(fileobj, name).load()
+    except SourceError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a damaged pickle raises almost any type; none of it is our bug.
+        raise SourceError(f'cannot read CIFAR pickle {name}: {err}; use the files of cifar-10-python.tar.gz') from err
     if not isinstance(obj, dict):
         raise SourceError(f'{name} is not a CIFAR-10 batch (expected a pickled dict)')
     return {k.decode('latin1') if isinstance(k, bytes) else k: v for k, v in obj.items()}
@@ -225,22 +277,33 @@ def _unpickle(fileobj, name):
 def _cifar_batch(obj, name):
     if 'data' not in obj or 'labels' not in obj:
         raise SourceError(f'{name} is not a CIFAR-10 batch (needs "data" and "labels")')
-    data = np.asarray(obj['data'], dtype=np.uint8)
-    labels = np.asarray(obj['labels'], dtype=np.int64)
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.shape[0] != labels.shape[0]:
-        raise SourceError(f'{name}: expected data of shape [N, 3072] and N labels, got {list(data.shape)} and {labels.shape[0]}')
-    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+    data, labels = obj['data'], obj['labels']
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+        raise SourceError(f'{name}: "data" must be a uint8 numpy array of shape [N, 3072], got '
+                          f'{type(data).__name__} {getattr(data, "dtype", "")}')
+    if isinstance(labels, np.ndarray) and labels.ndim == 1 and labels.dtype.kind in 'iu':
+        labels = labels.tolist()
+    if not isinstance(labels, list) or not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+                                               for x in labels):
+        raise SourceError(f'{name}: "labels" must be a list of integer class ids, got {str(labels)[:60]}')
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.shape[0] != len(labels):
+        raise SourceError(f'{name}: expected data of shape [N, 3072] and N labels, got {list(data.shape)} and {len(labels)}')
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), [int(x) for x in labels]
 
 
-def _cifar_names(meta):
+def _cifar_names(meta, name):
     names = meta.get('label_names') if meta else None
-    return [n.decode('latin1') if isinstance(n, bytes) else str(n) for n in names] if names else None
+    if names is None:
+        return None
+    if not isinstance(names, list) or not all(isinstance(n, (str, bytes)) for n in names):
+        raise SourceError(f'{name}: "label_names" must be a list of class names, got {str(names)[:60]}')
+    return [n.decode('latin1') if isinstance(n, bytes) else n for n in names] or None
 
 
-def _cifar_source(description, batches, meta):
+def _cifar_source(description, batches, meta, meta_name):
     images = np.concatenate([b[0] for b in batches])
-    labels = np.concatenate([b[1] for b in batches])
-    return _array_source(description, np.ascontiguousarray(images), labels, _cifar_names(meta))
+    labels = [label for b in batches for label in b[1]]
+    return _array_source(description, np.ascontiguousarray(images), labels, _cifar_names(meta, meta_name))
 
 
 def open_cifar_dir(path):
@@ -248,12 +311,13 @@ def open_cifar_dir(path):
     batches = []
     for fname in files:
         with open(os.path.join(path, fname), 'rb') as f:
-            batches.append(_cifar_batch(_unpickle(f, fname), os.path.join(path, fname)))
+            batches.append(_cifar_batch(_unpickle(f, os.path.join(path, fname)), os.path.join(path, fname)))
     meta = None
-    if os.path.isfile(os.path.join(path, 'batches.meta')):
-        with open(os.path.join(path, 'batches.meta'), 'rb') as f:
-            meta = _unpickle(f, 'batches.meta')
-    return _cifar_source(path, batches, meta)
+    meta_path = os.path.join(path, 'batches.meta')
+    if os.path.isfile(meta_path):
+        with open(meta_path, 'rb') as f:
+            meta = _unpickle(f, meta_path)
+    return _cifar_source(path, batches, meta, meta_path)
 
 
 def open_cifar_tar(path):
@@ -265,10 +329,11 @@ def open_cifar_tar(path):
                 raise SourceError(f'{path} holds no CIFAR-10 data_batch_N files; pass cifar-10-python.tar.gz')
             batches = [_cifar_batch(_unpickle(tar.extractfile(m), m.name), f'{path}:{m.name}') for m in batch_members]
             meta_members = [m for m in members if os.path.basename(m.name) == 'batches.meta']
-            meta = _unpickle(tar.extractfile(meta_members[0]), 'batches.meta') if meta_members else None
-    except (tarfile.TarError, EOFError, OSError) as err:
+            meta_name = f'{path}:{meta_members[0].name}' if meta_members else None
+            meta = _unpickle(tar.extractfile(meta_members[0]), meta_name) if meta_members else None
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
         raise SourceError(f'cannot read archive {path}: {err}') from err
-    return _cifar_source(path, batches, meta)
+    return _cifar_source(path, batches, meta, meta_name)
 
 # ----------------------------------------------------------------------------
 # MNIST-style idx files.
@@ -292,7 +357,7 @@ def read_idx(path):
         raise SourceError(f'{path} is truncated (header)')
     dims = struct.unpack(f'>{ndim}I', data[4:header])
     dtype = np.dtype(_IDX_TYPES[data[2]])
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python integers: a forged header cannot overflow.
     if len(data) - header != expected:
         raise SourceError(f'{path} holds {len(data) - header} data bytes but its header {list(dims)} needs {expected}')
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
@@ -314,9 +379,9 @@ def open_idx(images_path, class_names=None, require_labels=False):
     images = read_idx(images_path)
     if images.ndim == 3:
         images = images[:, :, :, np.newaxis]
-    if images.ndim != 4 or images.shape[3] not in (1, 3) or images.dtype != np.uint8:
-        raise SourceError(f'{images_path}: expected unsigned-byte images of shape [N, H, W] or [N, H, W, 1|3], '
-                          f'got {images.dtype} {list(images.shape)}')
+    if images.ndim != 4 or images.shape[3] not in (1, 3) or images.dtype != np.uint8 or 0 in images.shape[1:3]:
+        raise SourceError(f'{images_path}: expected unsigned-byte images of shape [N, H, W] or [N, H, W, 1|3] with '
+                          f'H, W >= 1, got {images.dtype} {list(images.shape)}')
     labels_path = idx_labels_path(images_path)
     labels = None
     notes = []
