@@ -151,6 +151,7 @@ def test_a_nan_loss_mid_run_stops_naming_the_term_and_no_nan_snapshot(tmp_path, 
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, REPO)  # `tests.bad_input_data` when run as a script.
     with open(DOC, "w", encoding="utf-8") as f:
         f.write(doc_table())
     print(f"wrote {DOC}")
