@@ -219,3 +219,20 @@ def test_a_finished_run_leaves_no_lock(two_checkpoints, tiny_digits, tmp_path):
     run_train([f"--outdir={tmp_path}/out", f"--data={tiny_digits}", "--cond=1", *TINY], expect_ok=True)
     (run_dir,) = glob.glob(str(tmp_path / "out" / "00000-*"))
     assert ".run.lock" not in os.listdir(run_dir)
+
+
+def test_a_bug_keeps_its_traceback_while_bad_input_gets_a_message(tmp_path, tiny_digits):
+    """Setup no longer turns every ValueError into a one-line user error: a plain ValueError from code (here a plugin's
+    bug) shows its traceback; a PluginError (bad input) gets the message."""
+    plugin = tmp_path / "buggy.py"
+    plugin.write_text("from plugins import PluginError, hookimpl\nimport os\n\n@hookimpl\ndef gan_setup(ctx):\n"
+                      "    if os.environ.get('AS_INPUT'):\n        raise PluginError('buggy: refused, change X')\n"
+                      "    raise ValueError('an internal bug')\n")
+    args = [f"--outdir={tmp_path}/out", f"--data={tiny_digits}", "--cond=1", *TINY, f"--plugins={plugin}"]
+    result = run_train(args)
+    assert result.returncode != 0 and "Traceback" in result.stderr and "ValueError: an internal bug" in result.stderr
+    env_result = subprocess.run([sys.executable, os.path.join(REPO, "train.py"), *args], capture_output=True,
+                                text=True, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1", AS_INPUT="1"))
+    assert env_result.returncode != 0 and "Error: buggy: refused, change X" in env_result.stderr
+    assert "Traceback" not in env_result.stderr
+    assert not os.path.exists(tmp_path / "out") or not os.listdir(tmp_path / "out")

@@ -82,7 +82,7 @@ def open_training_set(opts):
             raise UserError(f"--subset={subset}: expected an image count or a label-subset .json file")
     try:
         training_set = dnnlib.util.construct_class_by_name(**kwargs)
-    except (DatasetError, OSError, ValueError) as exc:
+    except (DatasetError, OSError) as exc:  # Not ValueError at large: a bug keeps its traceback.
         option = f"--subset={subset}" if "label_file" in kwargs else f"--data={opts.data}"
         raise UserError(f"{option}: {exc}") from None
     return kwargs, training_set

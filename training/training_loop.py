@@ -17,6 +17,7 @@ import psutil
 import torch
 
 import dnnlib
+from dnnlib.dataset_format import DatasetError
 from torch_utils import distributed, misc, training_stats
 from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
 from training import checkpoint, image_grid, run_lock
@@ -103,7 +104,7 @@ class Trainer:
         if resume_pkl is not None:
             plugin_states = self.resume(resume_pkl, resume_state)
             if self.cur_nimg >= total_kimg * 1000:
-                raise ValueError(f"--kimg={total_kimg:g}, but the resumed run is already at {self.cur_nimg / 1000:g} "
+                raise SetupError(f"--kimg={total_kimg:g}, but the resumed run is already at {self.cur_nimg / 1000:g} "
                                  "kimg; pass a larger --kimg to continue it")
         self.sync_weights()
         self.ctx = RunContext(self, self.pm.get_name, plugin_states)
@@ -187,7 +188,7 @@ class Trainer:
         freeze = (c.D_kwargs.get("block_kwargs") or {}).get("freeze_layers", 0)
         layers = sum(getattr(self.D, f"b{res}").num_layers for res in self.D.block_resolutions)
         if not 0 <= freeze <= layers:
-            raise ValueError(f"--freezed={freeze}: D has {layers} layers at {self.training_set.resolution} px; "
+            raise SetupError(f"--freezed={freeze}: D has {layers} layers at {self.training_set.resolution} px; "
                              f"freeze 0..{layers} of them")
         self.frozen_modules = {}  # Used by plugins, never trained or saved.
         for plugin, modules in self.host.each("gan_frozen_modules", device=self.device):
@@ -331,29 +332,29 @@ class Trainer:
             with dnnlib.util.open_url(resume_pkl) as f:
                 resume_data = legacy.load_network_pkl(f)
         except legacy.NetworkPickleError as exc:
-            raise ValueError(f"--resume: {exc}") from None
+            raise SetupError(f"--resume: {exc}") from None
         state = checkpoint.load_state(resume_state) if resume_state is not None else None
         problem = checkpoint.unit_problem(resume_pkl, state) if state is not None else None
         if problem is not None:
-            raise ValueError(f"--resume={resume_pkl}: {problem}; resume from the run directory (its newest complete "
+            raise SetupError(f"--resume={resume_pkl}: {problem}; resume from the run directory (its newest complete "
                              "snapshot is used) or from another snapshot")
         self.host.check_resume_plugins(snapshot=resume_data, state=state)
         self.pm.hook.gan_check_resume(snapshot=resume_data, state=state)
         for name, module in [("G", self.G), ("D", self.D), ("G_ema", self.G_ema)]:
             if resume_data.get(name) is None:
-                raise ValueError(f"--resume={resume_pkl}: the pickle has no {name!r} network")
+                raise SetupError(f"--resume={resume_pkl}: the pickle has no {name!r} network")
             missing, unused = transfer_gaps(resume_data[name], module)
             if (missing or unused) and not self.c.resume_partial:
                 def listed(names):
                     return ", ".join(names[:6]) + (f" (+{len(names) - 6} more)" if len(names) > 6 else "") or "none"
-                raise ValueError(f"--resume={resume_pkl}: {name} of the pickle does not fit this configuration "
+                raise SetupError(f"--resume={resume_pkl}: {name} of the pickle does not fit this configuration "
                                  f"(another resolution or architecture?): missing in the pickle: {listed(missing)}; "
                                  f"not used here: {listed(unused)}. Pass --resume-partial=1 to copy only the tensors "
                                  "that fit (transfer learning), or use the pickle's --cfg and data.")
             try:
                 misc.copy_params_and_buffers(resume_data[name], module, require_all=False)
             except ValueError as exc:
-                raise ValueError(f"--resume={resume_pkl}: {name} does not match this configuration: {exc}. "
+                raise SetupError(f"--resume={resume_pkl}: {name} does not match this configuration: {exc}. "
                                  f"Use the --cfg and options of the run that wrote the pickle.") from None
         if self.augment_pipe is not None and resume_data.get("augment_pipe") is not None:
             self.augment_pipe.p.copy_(resume_data["augment_pipe"].p.to(self.device))
@@ -980,9 +981,12 @@ def training_loop(**kwargs):
     """Set up (every input checked), then train. The launcher made run_dir and removes it if this fails early."""
     try:
         trainer = Trainer(**kwargs)
-    except (ValueError, OSError, run_lock.RunLockedError) as exc:  # Bad input found while setting up (DatasetError,
-        # PluginError, a resume that does not fit, a live run's directory).
-        raise SetupError(str(exc)) from exc
+    except (SetupError, PluginError, DatasetError, checkpoint.StateError, run_lock.RunLockedError) as exc:
+        raise SetupError(str(exc)) from exc  # Bad input: data, plugins, a resume that does not fit, a live run.
+    except OSError as exc:
+        if exc.filename is None:
+            raise  # Not about a file of the user's: a bug keeps its traceback.
+        raise SetupError(f"{exc.filename}: {exc.strerror or exc}") from exc
     trainer.run()
     return trainer
 
