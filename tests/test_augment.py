@@ -332,18 +332,21 @@ def test_ada_controller_state_round_trip_and_reduce_fn():
 
     ada = AdaController(pipe, batch_size=16, reduce_fn=reduce_fn)
     ada.accumulate(torch.tensor([1.0, -1.0, 1.0]))
-    state = ada.state_dict()
-    assert state['sign_sum'] == 1.0 and state['count'] == 3 and state['p'] == 0.25
+    state = ada.state_dict()  # The totals of all processes (each holds only its share until the next update).
+    assert state['sign_sum'] == 2.0 and state['count'] == 6 and state['p'] == 0.25
 
     pipe2 = _pipe(0.0)
-    ada2 = AdaController(pipe2, batch_size=16, reduce_fn=reduce_fn)
+    ada2 = AdaController(pipe2, batch_size=16, reduce_fn=reduce_fn, rank=0)  # Rank 0 carries the totals on...
     ada2.load_state_dict(state)
     assert float(pipe2.p) == 0.25
+    other = AdaController(_pipe(0.0), batch_size=16, reduce_fn=reduce_fn, rank=1)  # ...the others start at zero.
+    other.load_state_dict(state)
+    assert other.state_dict()['count'] == 0
     ada2.accumulate(torch.tensor([1.0]))
     r = ada2.update()
-    assert r == pytest.approx(0.5)  # (1 + 1) / (3 + 1), doubled on both sides.
-    assert torch.equal(calls[-1], torch.tensor([2.0, 4.0]))
+    assert r == pytest.approx(6 / 14)  # (2 + 1) / (6 + 1), doubled on both sides.
+    assert torch.equal(calls[-1], torch.tensor([3.0, 7.0]))
     assert float(pipe2.p) == pytest.approx(0.25 - 16 * 4 / 500000)
-    assert ada2.state_dict()['count'] == 0 and ada2.last_r == pytest.approx(0.5)
+    assert ada2.state_dict()['count'] == 0 and ada2.last_r == pytest.approx(6 / 14)
     with pytest.raises(TypeError):
         AdaController(pipe)
