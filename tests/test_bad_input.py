@@ -239,7 +239,7 @@ def test_a_full_disk_while_a_grid_is_written_gets_the_same_message(tmp_path, tin
     from training import image_grid
     from training.training_loop import CheckpointWriteError
 
-    def full(img, path, drange, grid_size):
+    def full(img, path, drange, grid_size, **layout):
         raise OSError(errno.ENOSPC, "No space left on device", path)
 
     monkeypatch.setattr(image_grid, "save_image_grid", full)

@@ -101,7 +101,7 @@ def check_run_config(config, source, command_line_plugins=()):
             raise UntrustedInput(f"{source}: plugin {name!r} is a module or file ({entry['module']!r}), which a config "
                                  f"file may not load; give --plugins={name} on the command line to run it yourself")
         installed = installed_plugin_classes() if installed is None else installed
-        if entry.get("class_name") not in installed:
+        if not isinstance(entry.get("class_name"), str) or entry["class_name"] not in installed:
             raise UntrustedInput(f"{source}: plugin {name!r} names class {entry.get('class_name')!r}, which is not an "
                                  "installed plugin; install the plugin (pip) or give --plugins on the command line")
 
