@@ -14,15 +14,34 @@ import re
 import shutil
 import sys
 
-import click
 
-import dnnlib
-from plugins import PluginError
-from plugins.host import PluginHost, available_plugins, find_plugin, make_plugin_kwargs, parse_plugin_list
-from torch_utils import distributed
-from training import checkpoint, run_lock, training_loop, trusted_classes
-from training.training_config import CFG_SPECS, UserError, build_config
-from training.training_loop import SetupError
+def set_omp_wait_policy(argv):
+    """OpenMP threads that spin while they wait turn a shared CPU into a 4-25x slowdown; sleeping waits bound it by
+    the share of the CPU the run loses (bench/contention.sh's figures are in the README). So the CPU default is
+    PASSIVE, unless --omp-wait=active or $OMP_WAIT_POLICY says otherwise. It must be set before torch loads OpenMP,
+    i.e. before the imports below; it does not change any result (only how idle threads wait)."""
+    choice = next((a.split("=", 1)[1] for a in argv if a.startswith("--omp-wait=")), None)
+    if choice is None and "--omp-wait" in argv and argv.index("--omp-wait") + 1 < len(argv):
+        choice = argv[argv.index("--omp-wait") + 1]
+    if choice in ("passive", "active"):
+        os.environ["OMP_WAIT_POLICY"] = choice.upper()
+    else:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+if __name__ == "__main__":
+    set_omp_wait_policy(sys.argv[1:])
+
+# The imports below load torch (and its OpenMP) and come after the setting above.
+import click  # noqa: E402
+
+import dnnlib  # noqa: E402
+from plugins import PluginError  # noqa: E402
+from plugins.host import PluginHost, available_plugins, find_plugin, make_plugin_kwargs, parse_plugin_list  # noqa: E402
+from torch_utils import distributed  # noqa: E402
+from training import checkpoint, run_lock, training_loop, trusted_classes  # noqa: E402
+from training.training_config import CFG_SPECS, UserError, build_config  # noqa: E402
+from training.training_loop import SetupError  # noqa: E402
 
 # ----------------------------------------------------------------------------- launching
 
@@ -214,6 +233,7 @@ CORE_OPTIONS = [
     click.Option(["--nhwc"], help="Use NHWC memory format with FP16", type=bool, metavar="BOOL"),
     click.Option(["--nobench"], help="Disable cuDNN benchmarking", type=bool, metavar="BOOL"),
     click.Option(["--allow-tf32"], help="Allow PyTorch to use TF32 internally", type=bool, metavar="BOOL"),
+    click.Option(["--omp-wait"], help="How idle CPU threads wait: passive (sleep; robust when the CPU is shared) or active (spin; faster on a dedicated CPU) [default: passive, or $OMP_WAIT_POLICY]", type=click.Choice(["passive", "active"])),
     click.Option(["--threads"], help="CPU threads of each training process [default: the cores it may use / processes on this machine]", type=click.IntRange(min=1), metavar="INT"),
     click.Option(["--workers"], help="Override number of DataLoader workers [default: min(3, cores - 1)]", type=int, metavar="INT"),
     # Logging.

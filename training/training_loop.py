@@ -78,6 +78,7 @@ class Trainer:
         export_safetensors=False,   # Also write G_ema of each snapshot as .safetensors (weights without code)?
         state_ticks=None,           # Resumable checkpoint every N ticks between snapshots (newest kept), None = off.
         state_minutes=None,         # Resumable checkpoint when this many minutes passed since the last one, None = off.
+        omp_wait_policy=None,       # OMP_WAIT_POLICY that train.py set before torch loaded (recorded, informational).
         num_threads=None,           # CPU threads of this process (--threads), None = torch's (one process) or
                                     # cores / local processes (several).
         grid_scale=None,            # Enlargement of the sample grids' tiles, None = readable (tiles >= 64 px), 1 = raw.

@@ -51,7 +51,7 @@ SCALAR_TYPES = {
     "D_reg_interval": (int, type(None)), "augment_p": NUMBER, "ada_target": (NUMBER, type(None)), "ada_interval": int,
     "ada_kimg": NUMBER, "image_snapshot_ticks": (int, type(None)), "network_snapshot_ticks": (int, type(None)),
     "state_ticks": (int, type(None)), "fake_labels": (str, type(None)), "metrics": list, "device": str,
-    "num_threads": (int, type(None)), "grid_scale": (int, type(None)), "grid_gap": (int, type(None)), "state_minutes": (NUMBER, type(None)),
+    "num_threads": (int, type(None)), "omp_wait_policy": (str, type(None)), "grid_scale": (int, type(None)), "grid_gap": (int, type(None)), "state_minutes": (NUMBER, type(None)),
 }
 POSITIVE = ("num_gpus", "batch_size", "batch_gpu", "total_kimg", "kimg_per_tick")
 
