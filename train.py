@@ -16,17 +16,23 @@ import sys
 
 
 def set_omp_wait_policy(argv):
-    """OpenMP threads that spin while they wait turn a shared CPU into a 4-25x slowdown; sleeping waits bound it by
-    the share of the CPU the run loses (bench/contention.sh's figures are in the README). So the CPU default is
-    PASSIVE, unless --omp-wait=active or $OMP_WAIT_POLICY says otherwise. It must be set before torch loads OpenMP,
-    i.e. before the imports below; it does not change any result (only how idle threads wait)."""
+    """OpenMP threads that spin while they wait turn a shared CPU into a 4-25x slowdown; sleeping (passive) waits
+    bound it by the share of the CPU the run loses, but cost 1.5-2x on an idle CPU (bench/contention.sh; figures in
+    the README). So --omp-wait=auto (the default) sleeps when the machine is already busy at launch (1-minute load
+    average of at least 0.5) and keeps OpenMP's spin-then-sleep otherwise; --omp-wait=passive|active or
+    $OMP_WAIT_POLICY decide instead. Set before torch loads OpenMP (the imports below); no result depends on it."""
     choice = next((a.split("=", 1)[1] for a in argv if a.startswith("--omp-wait=")), None)
     if choice is None and "--omp-wait" in argv and argv.index("--omp-wait") + 1 < len(argv):
         choice = argv[argv.index("--omp-wait") + 1]
     if choice in ("passive", "active"):
         os.environ["OMP_WAIT_POLICY"] = choice.upper()
-    else:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    elif "OMP_WAIT_POLICY" not in os.environ:
+        try:
+            busy = os.getloadavg()[0] >= 0.5
+        except OSError:  # No load average (Windows).
+            busy = False
+        if busy:
+            os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
 if __name__ == "__main__":
@@ -233,7 +239,7 @@ CORE_OPTIONS = [
     click.Option(["--nhwc"], help="Use NHWC memory format with FP16", type=bool, metavar="BOOL"),
     click.Option(["--nobench"], help="Disable cuDNN benchmarking", type=bool, metavar="BOOL"),
     click.Option(["--allow-tf32"], help="Allow PyTorch to use TF32 internally", type=bool, metavar="BOOL"),
-    click.Option(["--omp-wait"], help="How idle CPU threads wait: passive (sleep; robust when the CPU is shared) or active (spin; faster on a dedicated CPU) [default: passive, or $OMP_WAIT_POLICY]", type=click.Choice(["passive", "active"])),
+    click.Option(["--omp-wait"], help="How idle CPU threads wait: passive (sleep; robust when the CPU is shared), active (spin; faster on a dedicated CPU) or auto (passive when the machine is busy at launch) [default: auto, or $OMP_WAIT_POLICY]", type=click.Choice(["auto", "passive", "active"])),
     click.Option(["--threads"], help="CPU threads of each training process [default: the cores it may use / processes on this machine]", type=click.IntRange(min=1), metavar="INT"),
     click.Option(["--workers"], help="Override number of DataLoader workers [default: min(3, cores - 1)]", type=int, metavar="INT"),
     # Logging.

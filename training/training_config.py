@@ -367,7 +367,8 @@ def build_config(opts, host):
     from training.training_loop import default_cpu_threads
 
     c.num_threads = opts.get("threads") or default_cpu_threads(gpus)  # Recorded: cores / local processes by default.
-    c.omp_wait_policy = os.environ.get("OMP_WAIT_POLICY")  # Recorded (train.py sets it; no effect on results).
+    c.omp_wait_policy = os.environ.get("OMP_WAIT_POLICY") or "default"  # Recorded (train.py chose it; no effect on
+    # results): PASSIVE, ACTIVE, or OpenMP's default spin-then-sleep.
     c.grid_scale = opts.get("grid_scale")  # None: readable (torch_utils/grid_layout.py).
     c.grid_gap = opts.get("grid_gap")
     c.resume_partial = bool(_default(opts, "resume_partial", False))
