@@ -18,21 +18,36 @@ import sys
 def set_omp_wait_policy(argv):
     """OpenMP threads that spin while they wait turn a shared CPU into a 4-25x slowdown; sleeping (passive) waits
     bound it by the share of the CPU the run loses, but cost 1.5-2x on an idle CPU (bench/contention.sh; figures in
-    the README). So --omp-wait=auto (the default) sleeps when the machine is already busy at launch (1-minute load
-    average of at least 0.5) and keeps OpenMP's spin-then-sleep otherwise; --omp-wait=passive|active or
+    the README). So --omp-wait=auto (the default) sleeps when the machine is already busy at launch (other
+    processes use at least half a core) and keeps OpenMP's spin-then-sleep otherwise; --omp-wait=passive|active or
     $OMP_WAIT_POLICY decide instead. Set before torch loads OpenMP (the imports below); no result depends on it."""
     choice = next((a.split("=", 1)[1] for a in argv if a.startswith("--omp-wait=")), None)
     if choice is None and "--omp-wait" in argv and argv.index("--omp-wait") + 1 < len(argv):
         choice = argv[argv.index("--omp-wait") + 1]
     if choice in ("passive", "active"):
         os.environ["OMP_WAIT_POLICY"] = choice.upper()
-    elif "OMP_WAIT_POLICY" not in os.environ:
-        try:
-            busy = os.getloadavg()[0] >= 0.5
-        except OSError:  # No load average (Windows).
-            busy = False
-        if busy:
-            os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    elif "OMP_WAIT_POLICY" not in os.environ and other_cpu_load() >= 0.5:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
+def other_cpu_load(seconds=0.25):
+    """Cores' worth of CPU that other processes use right now (sampled from /proc/stat; the load average would
+    also count work that just ended). 0 where /proc/stat does not exist."""
+    import time
+
+    def sample():
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        return sum(fields), fields[3] + (fields[4] if len(fields) > 4 else 0)  # Total and idle (+ iowait) jiffies.
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    cores = os.cpu_count() or 1
+    return cores * (1 - (idle1 - idle0) / max(total1 - total0, 1))
 
 
 if __name__ == "__main__":
