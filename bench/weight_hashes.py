@@ -21,22 +21,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 
-class TinyConvBackbone(torch.nn.Module):
-    """(map 16x4x4, vector 16) at a 16 px input."""
-
-    input_size: int
-
-    def __init__(self):
-        super().__init__()
-        self.input_size = 16
-        self.conv1 = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
-        self.conv2 = torch.nn.Conv2d(8, 16, 3, stride=2, padding=1)
-
-    def forward(self, x: torch.Tensor):
-        fmap = torch.relu(self.conv2(torch.relu(self.conv1(x))))
-        return fmap, fmap.mean(dim=[2, 3])
-
-
 def weights_digest(trainer):
     h = hashlib.sha256()
     for name in ("G", "D", "G_ema"):
@@ -50,14 +34,12 @@ def weights_digest(trainer):
 @click.option("--iterations", type=int, default=10, show_default=True)
 @click.option("--out", type=str, default=None, help="Also write the digests as JSON here.")
 def main(iterations, out):
-    from plugins.testing import make_digits_dataset, run_tiny_training
+    from plugins.testing import make_digits_dataset, run_tiny_training, save_tiny_backbone
 
     torch.set_num_threads(1)
     work = tempfile.mkdtemp(prefix="weight-hashes-")
     data = make_digits_dataset(os.path.join(work, "digits16.zip"), resolution=16)
-    torch.manual_seed(0)
-    script = os.path.join(work, "tinyconv.pt")
-    torch.jit.script(TinyConvBackbone()).save(script)
+    script = save_tiny_backbone(os.path.join(work, "tinyconv.pt"))
     va = dict(va_backbones=f"torchscript:{script}", va_warmup_kimg=0)
     sets = [("baseline", [], {}, True), ("noisytwins", ["noisytwins"], {}, True), ("utlo", ["utlo"], {}, True),
             ("transitional", ["transitional"], {}, True), ("selfcond", ["selfcond"], {}, False),

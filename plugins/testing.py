@@ -19,8 +19,10 @@ in lower case) and/or --plugins names (built-ins, entry points), whose options c
 """
 
 import os
+from typing import Tuple
 
 import pytest
+import torch
 
 import dnnlib
 from plugins.host import PluginHost, construct_plugin, find_plugin, make_plugin_kwargs
@@ -36,6 +38,29 @@ class _BlockProject(importlib.abc.MetaPathFinder):
         return None
 sys.meta_path.insert(0, _BlockProject())
 """
+
+
+class TinyConvBackbone(torch.nn.Module):
+    """A small random conv net as a vision-aided TorchScript backbone: (map 16x4x4, vector 16) at a 16 px input."""
+
+    input_size: int
+
+    def __init__(self):
+        super().__init__()
+        self.input_size = 16
+        self.conv1 = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.conv2 = torch.nn.Conv2d(8, 16, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        fmap = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return fmap, fmap.mean(dim=[2, 3])
+
+
+def save_tiny_backbone(path, seed=0):
+    """Write a TinyConvBackbone (weights from ``seed``) as TorchScript; ``--va-backbones=torchscript:PATH``."""
+    torch.manual_seed(seed)
+    torch.jit.script(TinyConvBackbone()).save(path)
+    return path
 
 
 def make_digits_dataset(dest, resolution=16, max_images=None, channels=None):

@@ -2,7 +2,6 @@
 iterations, or is refused at start-up with a message that names both plugins and a fix that works."""
 
 import itertools
-from typing import Tuple
 
 import numpy as np
 import pytest
@@ -10,30 +9,15 @@ import torch
 
 from plugins import PluginError
 from plugins.noisytwins import class_scales
+from plugins.testing import save_tiny_backbone
 
 METHODS = ["noisytwins", "utlo", "transitional", "selfcond", "vision_aided"]
 REFUSED = {frozenset({"utlo", "transitional"}): ({"transitional": {"trans_with_utlo": True}}, "--trans-with-utlo")}
 
 
-class TinyConvBackbone(torch.nn.Module):
-    input_size: int
-
-    def __init__(self):
-        super().__init__()
-        self.input_size = 16
-        self.conv = torch.nn.Conv2d(3, 8, 3, stride=4, padding=1)
-
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        fmap = torch.relu(self.conv(x))
-        return fmap, fmap.mean(dim=[2, 3])
-
-
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory):
-    torch.manual_seed(0)
-    path = str(tmp_path_factory.mktemp("composition") / "tiny.pt")
-    torch.jit.script(TinyConvBackbone()).save(path)
-    return path
+    return save_tiny_backbone(str(tmp_path_factory.mktemp("composition") / "tiny.pt"))
 
 
 def pair_options(names, backbone):

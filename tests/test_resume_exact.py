@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from plugins.testing import run_tiny_training
+from plugins.testing import run_tiny_training, save_tiny_backbone
 from torch_utils import distributed
 from training import checkpoint
 
@@ -89,19 +89,6 @@ def test_two_processes_ada_resume_from_tick0_and_later_pair_is_bit_exact(tmp_pat
 # ----------------------------------------------------------------------------- every built-in plugin
 
 
-class TinyConvBackbone(torch.nn.Module):
-    input_size: int
-
-    def __init__(self):
-        super().__init__()
-        self.input_size = 16
-        self.conv = torch.nn.Conv2d(3, 8, 3, stride=4, padding=1)
-
-    def forward(self, x: torch.Tensor):
-        fmap = torch.relu(self.conv(x))
-        return fmap, fmap.mean(dim=[2, 3])
-
-
 @pytest.mark.parametrize("plugin", ["noisytwins", "utlo", "transitional", "selfcond", "vision_aided"])
 def test_every_plugin_resumes_exactly_from_mid_run_checkpoints(tmp_path, tiny_digits, plugin):
     """ADA on, the plugin's own state (noise generators, clusters, heads and their optimisers and ADA, ramps)
@@ -110,9 +97,7 @@ def test_every_plugin_resumes_exactly_from_mid_run_checkpoints(tmp_path, tiny_di
     options = {"selfcond": dict(sc_k=10, sc_nimgs=500, sc_recluster_kimg=0.032),
                "transitional": dict(trans_start_kimg=0, trans_end_kimg=0.08)}
     if plugin == "vision_aided":
-        torch.manual_seed(0)
-        script = str(tmp_path / "tiny.pt")
-        torch.jit.script(TinyConvBackbone()).save(script)
+        script = save_tiny_backbone(str(tmp_path / "tiny.pt"))
         options["vision_aided"] = dict(va_backbones=f"torchscript:{script}", va_warmup_kimg=0)
     options = {plugin: options[plugin]} if plugin in options else {}
     kw = dict(KW, plugins=[plugin], options=options, cond=plugin != "selfcond")

@@ -3,10 +3,8 @@ that continues; `train.py --resume=RUN_DIR` alone continues in the same director
 result is bit-identical to the uninterrupted run."""
 
 import glob
-import hashlib
 import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -14,20 +12,10 @@ import sys
 import pytest
 
 from tests.conftest import REPO, run_train
+from tests.test_host import snapshot_digest as weights_digest
 
 ARGS = ["--cond=1", "--cfg=tiny", "--batch=8", "--kimg=0.2", "--tick=0.05", "--snap=1", "--workers=0",
         "--metrics=none", "--tensorboard=0", "--seed=3"]
-
-
-def weights_digest(snapshot):
-    with open(snapshot, "rb") as f:
-        data = pickle.load(f)
-    h = hashlib.sha256()
-    for key in ("G", "D", "G_ema"):
-        for name, tensor in sorted(data[key].state_dict().items()):
-            h.update(name.encode())
-            h.update(tensor.detach().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def final_snapshot(run_dir):

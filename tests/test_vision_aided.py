@@ -5,14 +5,13 @@ import math
 import os
 import pickle
 import time
-from typing import Tuple
 
 import numpy as np
 import pytest
 import torch
 
 from plugins import PluginError, hookimpl
-from plugins.testing import run_tiny_training
+from plugins.testing import run_tiny_training, save_tiny_backbone
 from plugins.vision_aided import VisionAided, backbones, losses, probe
 from plugins.vision_aided import weights as weights_mod
 from plugins.vision_aided.heads import build_head
@@ -20,28 +19,9 @@ from tests.conftest import generate_without_project, run_train
 from training import checkpoint
 
 
-class TinyConvBackbone(torch.nn.Module):
-    """A small conv net as a TorchScript backbone: (map 16x4x4, vector 16) at a 16 px input."""
-
-    input_size: int
-
-    def __init__(self):
-        super().__init__()
-        self.input_size = 16
-        self.conv1 = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
-        self.conv2 = torch.nn.Conv2d(8, 16, 3, stride=2, padding=1)
-
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        fmap = torch.relu(self.conv2(torch.relu(self.conv1(x))))
-        return fmap, fmap.mean(dim=[2, 3])
-
-
 @pytest.fixture(scope="module")
 def tiny_script(tmp_path_factory):
-    torch.manual_seed(0)
-    path = str(tmp_path_factory.mktemp("va") / "tinyconv.pt")
-    torch.jit.script(TinyConvBackbone()).save(path)
-    return path
+    return save_tiny_backbone(str(tmp_path_factory.mktemp("va") / "tinyconv.pt"))
 
 
 def _library(name):
