@@ -387,16 +387,9 @@ def writer_alive(host, pid):
     Files of other hosts (a shared file system) and of live processes are never touched."""
     if host not in (None, host_tag()) or os.name != "posix":
         return True
-    pid = int(pid)
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: a process of another user has this pid.
-        return True
-    return True
+    from dnnlib.util import process_exists
+
+    return int(pid) == os.getpid() or process_exists(pid)
 
 
 def remove_path(path):

@@ -468,3 +468,14 @@ def file_sha256(path: str) -> str:
                 h.update(chunk)
         _sha256_cache[key] = h.hexdigest()
     return _sha256_cache[key]
+
+
+def process_exists(pid):
+    """Whether a process with this pid exists on this machine (POSIX; a process of another user counts)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, owned by someone else.
+        return True
+    return True

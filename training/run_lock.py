@@ -11,21 +11,13 @@ import json
 import os
 import socket
 
+from dnnlib.util import process_exists
+
 LOCK_NAME = ".run.lock"
 
 
 class RunLockedError(RuntimeError):
     """Another live process writes this run directory; the message names it."""
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # Exists, owned by someone else.
-    return True
 
 
 def holder(run_dir):
@@ -40,7 +32,7 @@ def holder(run_dir):
         return None
     except (OSError, ValueError, KeyError, TypeError):
         return None  # An unreadable lock (a kill while it was written) protects nothing.
-    if host == socket.gethostname() and (pid == os.getpid() or not _alive(pid)):
+    if host == socket.gethostname() and (pid == os.getpid() or not process_exists(pid)):
         return None
     return dict(info, pid=pid, host=host)
 

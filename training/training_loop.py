@@ -381,7 +381,7 @@ class Trainer:
             optimizers={phase.name: phase.opt.state_dict() for phase in self.phases},
             extra_optimizers={name: opt.state_dict() for name, opt in self.extra_optimizers.items()},
             pl_mean=self.loss.pl_mean.detach().cpu(),
-            pl_mean_per_rank=self.per_rank(self.loss.pl_mean.detach().cpu()) if self.num_gpus > 1 else None,
+            pl_mean_per_rank=self.ctx.per_rank(self.loss.pl_mean.detach().cpu()) if self.num_gpus > 1 else None,
             ada=self.ada.state_dict() if self.ada is not None else None,  # Summed over the ranks.
             augment_p=float(self.augment_pipe.p) if self.augment_pipe is not None else None,
             rng=self.rng_states(),
@@ -389,20 +389,14 @@ class Trainer:
             plugin_names=list(self.host.plugins),
         )
 
-    def per_rank(self, value):
-        """[value of every rank] (a collective call)."""
-        gathered = [None] * self.num_gpus
-        torch.distributed.all_gather_object(gathered, value)
-        return gathered
-
     def rng_states(self):
         """The generators' states; with several processes every rank's torch state too (a collective call)."""
         states = checkpoint.capture_rng_states(self.np_rng)
         states["latent"] = self.z_gen.get_state()
         if self.num_gpus > 1:
-            states["per_rank"] = self.per_rank(torch.get_rng_state())
+            states["per_rank"] = self.ctx.per_rank(torch.get_rng_state())
             if self.device.type == "cuda":  # Each rank's own device generator (capture_rng_states holds rank 0's).
-                states["cuda_per_rank"] = self.per_rank(torch.cuda.get_rng_state(self.device))
+                states["cuda_per_rank"] = self.ctx.per_rank(torch.cuda.get_rng_state(self.device))
         return states
 
     def load_state_dict(self, state):
