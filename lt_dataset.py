@@ -537,6 +537,17 @@ def _print_table(log, path, meta, kept_total, full_total):
         line = f'{rank:>4} {label:>5} {meta["available"][rank]:>9} {meta["counts"][rank]:>6}  {band_of[rank]:<6}'
         log(line + (f'  {names[rank]}' if names else ''))
     log(f'bands ({meta["band_rule"]}): ' + ', '.join(f'{band} {ranks[0]}-{ranks[-1]}' for band, ranks in meta['bands'].items()))
+    log(renumbering_note(meta))
+
+
+def renumbering_note(meta):
+    """One line that says how the written files number the classes (rank = position by kept count)."""
+    pairs = [(rank, label) for rank, label in enumerate(meta['rank_to_label'])]
+    if all(rank == label for rank, label in pairs):
+        return 'Class ids are unchanged (the head is already class 0).'
+    shown = ', '.join(f'{rank} = label {label}' for rank, label in pairs[:10]) + (', ...' if len(pairs) > 10 else '')
+    return (f'Classes are renumbered by kept count in these files (class id = rank, 0 = head): {shown}.\n'
+            'Grids, per-class metrics and --class use the new ids; "rank_to_label" in the files maps them back.')
 
 
 @click.command(help=__doc__)

@@ -14,9 +14,11 @@ itself, or, when its label file is a long-tailed one written by lt_dataset.py, t
   class, averaged over classes (per band too).
 """
 
+import os
+
 import numpy as np
 
-from . import frechet_inception_distance, kernel_inception_distance, metric_utils
+from . import frechet_inception_distance, kernel_inception_distance, metric_utils, offline_classifier
 from .metric_utils import FeatureStats, MetricError
 
 BANDS = ("many", "medium", "few")
@@ -125,11 +127,11 @@ def compute_class_consistency(opts, metric, num_gen, classifier_path):
     valid = labels >= 0
     if not valid.any():
         raise MetricError(f"metric '{metric}': the conditioning labels are not one-hot class labels")
-    correct = logits.argmax(axis=1) == labels
+    lt = metric_utils.read_lt_info(opts.dataset_kwargs)
+    correct = classified_as_conditioned(logits, labels, _source_labels_of(lt, classifier_path))
     results = dict(class_consistency=float(correct[valid].mean()))
     results.update(per_class_results("class_consistency", {int(k): correct[valid & (labels == k)].mean()
                                                            for k in np.unique(labels[valid])}))
-    lt = metric_utils.read_lt_info(opts.dataset_kwargs)
     if lt is not None and isinstance(lt.get("bands"), dict):
         band_of = _band_of(lt)
         bands = np.array([band_of.get(int(k), "") for k in labels])
@@ -138,6 +140,23 @@ def compute_class_consistency(opts, metric, num_gen, classifier_path):
             if mask.any():
                 results[f"class_consistency_{band}"] = float(correct[mask].mean())
     return results
+
+
+def _source_labels_of(lt, classifier_path):
+    """rank -> source label when the run's classes are lt ranks and the classifier predicts source labels."""
+    if lt is None:
+        return None
+    info_path = os.path.splitext(classifier_path)[0] + ".json"
+    # Classifiers written before label_space existed were trained on the lt file's ranks themselves.
+    space = offline_classifier.read_info(classifier_path).get("label_space", "rank") if os.path.isfile(info_path) else "source"
+    return offline_classifier.source_label_map(lt) if space == "source" else None
+
+
+def classified_as_conditioned(logits, labels, to_source=None):
+    """Bool per fake: the classifier's class is the conditioning class (mapped rank -> source label if given)."""
+    labels = np.asarray(labels)
+    target = labels if to_source is None else np.where(labels >= 0, to_source[np.maximum(labels, 0)], -1)
+    return np.asarray(logits).argmax(axis=1) == target
 
 
 def mean_pairwise_distance(features, max_items=1000):

@@ -21,19 +21,20 @@ def _hash_file(h, path):
             h.update(chunk)
 
 
-def dataset_fingerprint(dataset_kwargs, content=False):
+def dataset_fingerprint(dataset_kwargs, content=False, labels=True):
     """Hex digest that changes when the dataset's images or labels change.
 
     Covers the image files and the label source (the ``label_file`` if given, else dataset.json);
     other files (e.g. lt_dataset.py outputs added later) do not count. ZIP: every member's name,
     size and CRC-32 from the archive directory (content-based, cheap). Directory: (relpath, size,
     mtime) of each file, or with content=True (offline classifier) the bytes themselves.
+    labels=False: the images alone (the offline classifier adds the class of each image itself).
     """
     h = hashlib.sha256()
     path = os.path.expanduser(str(dataset_kwargs.get("path", "")))
-    label_file = dataset_kwargs.get("label_file")
+    label_file = dataset_kwargs.get("label_file") if labels else None
     label_member = str(label_file).replace("\\", "/") if label_file else "dataset.json"
-    wanted = lambda name: is_image_name(name) or name == label_member
+    wanted = lambda name: is_image_name(name) or (labels and name == label_member)
     if os.path.isfile(path) and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
             for info in sorted(zf.infolist(), key=lambda i: i.filename):

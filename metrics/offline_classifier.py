@@ -14,13 +14,18 @@ Train (or find in the cache) with:
     python -m metrics.offline_classifier --data=DATASET.zip [--label-file=labels.json] [--out=PATH]
 
 The cache is ``<dnnlib cache>/gan-metrics/classifiers/<dataset>-cnn-v<version>-<hash>.pt`` (+ ``.json``
-with the held-out test accuracy and split), keyed by the content of the images and of the labels used
-(file bytes for a directory, member CRC-32s for a ZIP; see metrics/data_utils.py).
+with the held-out test accuracy and split), keyed by the content of the images (file bytes for a directory, member CRC-32s for a ZIP; see
+metrics/data_utils.py) and each image's class, not by the label file it came from.
 Metrics train it on first use. With a long-tailed label file (lt_dataset.py) the classifier is
-trained on the file's full, balanced set ("full"), so tail classes are judged as well as head ones.
+trained on the file's full, balanced set ("full"), so tail classes are judged as well as head ones,
+with the classes in the source dataset's own numbering (lt_dataset.py renumbers them by count; its
+rank_to_label maps them back): a dataset and all its subsets share one classifier, so FD_cls, KD_cls
+and class consistency stay comparable across them. Its logits are source labels ("label_space":
+"source" in the .json); class consistency maps a run's class ids through rank_to_label.
 10% of each class is held out; the test accuracy is stored next to the model and printed.
 """
 
+import hashlib
 import json
 import os
 import sys
@@ -90,34 +95,76 @@ class SmallCNN(torch.nn.Module):
 
 
 def classifier_dataset_kwargs(dataset_kwargs):
-    """The labelled data a classifier for `dataset_kwargs` is trained on (the full set of an lt label file)."""
+    """(dataset kwargs, rank_to_label or None): the labelled data a classifier for `dataset_kwargs` is trained on.
+
+    With a long-tailed label file (lt_dataset.py) that is its full set ("full"), whose class ranks are
+    mapped back to the source's own labels through the lt record's rank_to_label: every subset of one
+    dataset then gets the same classifier as the dataset itself, so FD_cls stays comparable across them.
+    """
     kwargs = dnnlib.EasyDict(class_name=dataset_kwargs.get("class_name", DEFAULT_CLASS_NAME), path=dataset_kwargs["path"],
                              use_labels=True, max_size=None, xflip=False)
     for key in ("resolution", "label_file"):
         if dataset_kwargs.get(key) is not None:
             kwargs[key] = dataset_kwargs[key]
     lt = metric_utils.read_lt_info(kwargs)
-    if lt is not None and lt.get("full"):
+    if lt is None:
+        return kwargs, None
+    if lt.get("full"):
         kwargs.label_file = lt.full
-    return kwargs
+    return kwargs, source_label_map(lt)
+
+
+def source_label_map(lt):
+    """rank_to_label of an lt record as an int64 array (rank -> the source dataset's label), or None."""
+    ranks = lt.get("rank_to_label") if lt is not None else None
+    if not isinstance(ranks, list) or not ranks:
+        return None
+    return np.asarray([int(label) for label in ranks], dtype=np.int64)
+
+
+def classifier_digest(dataset, kwargs, class_ids):
+    """Key of a classifier: the image bytes and each image's class in the source's numbering, nothing else.
+
+    Which label file the classes were read from does not count, so a dataset and its lt_dataset.py
+    subsets (renumbered by count) share one classifier.
+    """
+    h = hashlib.sha256(metric_utils.dataset_fingerprint(kwargs, content=True, labels=False).encode())
+    names = getattr(dataset, "_image_fnames", None) or [str(i) for i in range(len(class_ids))]
+    for name, cls in zip(names, class_ids.tolist()):
+        h.update(repr((name, cls)).encode())
+    return h.hexdigest()
 
 
 def dataset_name(dataset, dataset_kwargs):
     return getattr(dataset, "name", None) or os.path.splitext(os.path.basename(str(dataset_kwargs["path"]).rstrip("/")))[0]
 
 
-def load_labelled_images(dataset, dataset_kwargs, max_images=100000, seed=0):
-    """(uint8 images [N, C, H, W], int64 class ids [N], item indices [N], num_classes)."""
-    all_labels = metric_utils.dataset_labels(dataset)
-    labels = metric_utils.class_ids_from_labels(all_labels)
-    if len(dataset) == 0 or labels.size == 0 or (labels < 0).all():
-        raise metric_utils.MetricError(f"dataset {dataset_kwargs.get('path')!r} has no class labels; the offline classifier needs them")
+def load_labelled_images(dataset, dataset_kwargs, max_images=100000, seed=0, to_source=None):
+    """(uint8 images [N, C, H, W], int64 class ids [N], item indices [N], num_classes).
+
+    `to_source` (rank -> source label) renumbers the dataset's classes into the source's numbering.
+    """
+    labels, num_classes = dataset_class_ids(dataset, dataset_kwargs, to_source)
     index = np.flatnonzero(labels >= 0)
     if len(index) > max_images:
         index = np.sort(np.random.default_rng(seed).choice(index, max_images, replace=False))
     images = np.stack([np.asarray(dataset[int(i)][0]) for i in index])
-    num_classes = int(all_labels.shape[1])
     return torch.from_numpy(images), torch.from_numpy(labels[index]), index, num_classes
+
+
+def dataset_class_ids(dataset, dataset_kwargs, to_source=None):
+    """(class id per item, -1 where unlabelled; number of classes), in the source's numbering."""
+    all_labels = metric_utils.dataset_labels(dataset)
+    labels = metric_utils.class_ids_from_labels(all_labels)
+    if len(dataset) == 0 or labels.size == 0 or (labels < 0).all():
+        raise metric_utils.MetricError(f"dataset {dataset_kwargs.get('path')!r} has no class labels; the offline classifier needs them")
+    num_classes = int(all_labels.shape[1])
+    if to_source is not None:
+        if len(to_source) != num_classes:
+            raise metric_utils.MetricError(f"label file {dataset_kwargs.get('label_file')!r}: its lt record maps {len(to_source)} "
+                                           f"classes but the file has {num_classes}; remake it with lt_dataset.py")
+        labels = np.where(labels >= 0, to_source[np.maximum(labels, 0)], -1)
+    return labels, num_classes
 
 
 def split_train_test(labels, test_fraction=0.1, seed=0):
@@ -212,8 +259,7 @@ def _train(images, labels, num_classes, seed, batch_size, steps, lr, verbose, wi
 # Cache.
 
 
-def classifier_cache_path(dataset_kwargs, name):
-    digest = metric_utils.dataset_fingerprint(dataset_kwargs, content=True)
+def classifier_cache_path(digest, name):
     tag = f"{name}-cnn-v{CLASSIFIER_VERSION}-{digest[:16]}"
     return dnnlib.make_cache_dir_path("gan-metrics", "classifiers", tag + ".pt")
 
@@ -225,14 +271,15 @@ def read_info(model_path):
 
 def build_classifier(dataset_kwargs, out=None, seed=0, steps=None, verbose=True, force=False):
     """Train the classifier for a labelled dataset unless its file exists; returns (path, info dict)."""
-    kwargs = classifier_dataset_kwargs(dataset_kwargs)
+    kwargs, to_source = classifier_dataset_kwargs(dataset_kwargs)
     dataset = dnnlib.util.construct_class_by_name(**kwargs)
     name = dataset_name(dataset, kwargs)
-    path = out or classifier_cache_path(kwargs, name)
+    class_ids, _num_classes = dataset_class_ids(dataset, kwargs, to_source)
+    path = out or classifier_cache_path(classifier_digest(dataset, kwargs, class_ids), name)
     if os.path.isfile(path) and os.path.isfile(os.path.splitext(path)[0] + ".json") and not force:
         return path, read_info(path)
     start = time.time()
-    images, labels, index, num_classes = load_labelled_images(dataset, kwargs, seed=seed)
+    images, labels, index, num_classes = load_labelled_images(dataset, kwargs, seed=seed, to_source=to_source)
     train, test = split_train_test(labels.numpy(), seed=seed)
     if verbose:
         print(f"Training the offline classifier '{name}-cnn' on {len(train)} images of {kwargs['path']} "
@@ -240,7 +287,7 @@ def build_classifier(dataset_kwargs, out=None, seed=0, steps=None, verbose=True,
     model, steps = train_classifier(images[train], labels[train], num_classes, seed=seed, steps=steps, verbose=verbose)
     test_acc = accuracy(model, images[test], labels[test]) if len(test) else float("nan")
     info = dict(name=f"{name}-cnn", version=CLASSIFIER_VERSION, data=str(kwargs["path"]), label_file=kwargs.get("label_file"),
-                num_classes=num_classes, channels=int(images.shape[1]), resolution=model.resolution,
+                num_classes=num_classes, label_space="source", channels=int(images.shape[1]), resolution=model.resolution,
                 feature_dim=model.feature_dim, num_train=int(len(train)), num_test=int(len(test)),
                 test_accuracy=test_acc, steps=steps, seed=seed, train_seconds=round(time.time() - start, 2),
                 test_indices=[int(i) for i in index[test]])

@@ -109,6 +109,9 @@ def test_digits_imf_10(digits_copy):
     result = ok('--source', digits_copy, '--imf', 10)
     table = [line.split() for line in result.output.splitlines() if line.split() and line.split()[0].isdigit()]
     assert [(int(t[0]), int(t[1]), int(t[3])) for t in table] == list(zip(range(10), DIGITS_RANK_TO_LABEL, DIGITS_COUNTS))
+    # The renumbering is said in words, not only in the table's columns.
+    note = ', '.join(f'{rank} = label {label}' for rank, label in enumerate(DIGITS_RANK_TO_LABEL))
+    assert f'Classes are renumbered by kept count in these files (class id = rank, 0 = head): {note}.' in result.output
     subset = json.loads(read_member(digits_copy, 'lt_10.json'))
     meta = subset['lt']
     assert meta['counts'] == DIGITS_COUNTS and meta['rank_to_label'] == DIGITS_RANK_TO_LABEL

@@ -95,3 +95,32 @@ def test_unlabelled_dataset_is_refused(tmp_path, monkeypatch):
     with pytest.raises((ValueError, metric_utils.MetricError), match="no labels|no class labels"):
         offline_classifier.build_classifier(dataset_kwargs(root))
     shutil.rmtree(root)
+
+
+def test_long_tailed_subsets_share_the_datasets_classifier_and_judge_ranks_by_source_label(digits, tmp_path, monkeypatch):
+    """lt_dataset.py renumbers classes by count; FD_cls and class consistency must not move with it."""
+    from lt_dataset import make_lt
+
+    plain_path, info = offline_classifier.build_classifier(dataset_kwargs(digits))
+    assert info["label_space"] == "source"
+    copy = str(tmp_path / os.path.basename(digits))  # Same name and images: the same classifier.
+    shutil.copytree(digits, copy)
+    meta = make_lt(copy, 10, log=lambda *_: None)
+    assert meta["rank_to_label"] != list(range(10))  # The subset's class 0 is not digit 0.
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a subset of the dataset got a classifier of its own")
+
+    monkeypatch.setattr(offline_classifier, "train_classifier", no_training)
+    lt_kwargs = dataset_kwargs(copy, use_labels=True, label_file="lt_10.json")
+    assert offline_classifier.build_classifier(lt_kwargs)[0] == plain_path
+
+    # Real held-out images, conditioned on their class *rank*, are still judged consistent.
+    dataset = metric_utils.dnnlib.util.construct_class_by_name(**dataset_kwargs(digits, use_labels=True))
+    test_idx = info["test_indices"]
+    images = np.stack([dataset[i][0] for i in test_idx])
+    rank_of = {label: rank for rank, label in enumerate(meta["rank_to_label"])}
+    ranks = np.array([rank_of[int(dataset.get_label(i).argmax())] for i in test_idx])
+    res = metric_main.calc_metric("class_consistency", G=ImageBankGenerator(images, ranks, c_dim=10), dataset_kwargs=lt_kwargs,
+                                  device="cpu", num_gen_override=500, seed=3)
+    assert res.results.class_consistency == pytest.approx(info["test_accuracy"], abs=0.05)
