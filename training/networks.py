@@ -408,6 +408,7 @@ class SynthesisBlock(torch.nn.Module):
         conv_clamp=None,                    # Clamp the output of convolution layers to +-X, None = disable clamping.
         use_fp16=False,                     # Use FP16 for this block?
         fp16_channels_last=False,           # Use channels-last memory format with FP16?
+        channels_last=None,                 # Channels-last for this block regardless of FP16 (CPU); None = as NVIDIA.
         **layer_kwargs,                     # Arguments for SynthesisLayer.
     ):
         assert architecture in ["orig", "skip", "resnet"], f"architecture must be orig, skip or resnet, not {architecture!r}"
@@ -419,7 +420,7 @@ class SynthesisBlock(torch.nn.Module):
         self.is_last = is_last
         self.architecture = architecture
         self.use_fp16 = use_fp16
-        self.channels_last = (use_fp16 and fp16_channels_last)
+        self.channels_last = (use_fp16 and fp16_channels_last) if channels_last is None else bool(channels_last)
         self.register_buffer("resample_filter", upfirdn2d.setup_filter(resample_filter))
         self.num_conv = 0
         self.num_torgb = 0
@@ -454,8 +455,8 @@ class SynthesisBlock(torch.nn.Module):
                 fused_modconv = (not self.training) and (dtype == torch.float32 or int(ws.shape[0]) == 1)
 
         if self.in_channels == 0:
-            x = self.const.to(dtype=dtype, memory_format=memory_format)
-            x = x.unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            x = self.const.to(dtype=dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            x = x.contiguous(memory_format=memory_format)  # The const is 3-D: its batch first.
         else:
             misc.assert_shape(x, [None, self.in_channels, self.resolution // 2, self.resolution // 2])
             x = x.to(dtype=dtype, memory_format=memory_format)
@@ -592,6 +593,7 @@ class DiscriminatorBlock(torch.nn.Module):
         conv_clamp=None,                    # Clamp the output of convolution layers to +-X, None = disable clamping.
         use_fp16=False,                     # Use FP16 for this block?
         fp16_channels_last=False,           # Use channels-last memory format with FP16?
+        channels_last=None,                 # Channels-last for this block regardless of FP16 (CPU); None = as NVIDIA.
         freeze_layers=0,                    # Freeze-D: Number of layers to freeze.
     ):
         assert in_channels in [0, tmp_channels]
@@ -603,7 +605,7 @@ class DiscriminatorBlock(torch.nn.Module):
         self.first_layer_idx = first_layer_idx
         self.architecture = architecture
         self.use_fp16 = use_fp16
-        self.channels_last = (use_fp16 and fp16_channels_last)
+        self.channels_last = (use_fp16 and fp16_channels_last) if channels_last is None else bool(channels_last)
         self.register_buffer("resample_filter", upfirdn2d.setup_filter(resample_filter))
 
         self.num_layers = 0

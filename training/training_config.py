@@ -287,12 +287,39 @@ def check_device(device):
         raise UserError(f"--device={device}: use cpu, cuda, cuda:N, mps or auto")
 
 
+def resolve_fp32(opts):
+    """--fp32 as given, else auto: float32 networks wherever float16 does not run (every device but CUDA).
+
+    The preset's num_fp16_res/conv_clamp only pay off on CUDA: off it the blocks run in float32 anyway, and
+    the clamp (±256, a float16 overflow guard) costs about a quarter of a CPU step in masks and copies
+    (bench/train_speed.py --compare=fp32). CPUs with native bfloat16 are not used for it: none was at hand
+    to measure the trade, and an emulated bfloat16 is many times slower than float32.
+    """
+    if opts.get("fp32") is not None:
+        return bool(opts.fp32)
+    return not on_cuda(opts)
+
+
+def on_cuda(opts):
+    import torch
+
+    device = str(_default(opts, "device", "auto"))
+    return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+
+
 def apply_performance(c, opts):
-    if _default(opts, "fp32", False):
+    if resolve_fp32(opts):  # Recorded as num_fp16_res=0, conv_clamp=None in G_kwargs/D_kwargs.
         c.G_kwargs.synthesis_kwargs.num_fp16_res = c.D_kwargs.num_fp16_res = 0
         c.G_kwargs.synthesis_kwargs.conv_clamp = c.D_kwargs.conv_clamp = None
-    if _default(opts, "nhwc", False):
-        c.G_kwargs.synthesis_kwargs.fp16_channels_last = c.D_kwargs.block_kwargs.fp16_channels_last = True
+    if on_cuda(opts):
+        if _default(opts, "nhwc", False):  # NVIDIA's meaning: channels-last in the float16 blocks.
+            c.G_kwargs.synthesis_kwargs.fp16_channels_last = c.D_kwargs.block_kwargs.fp16_channels_last = True
+    else:
+        # Off CUDA every block is channels-last unless --nhwc=0: oneDNN's convolutions (the transposed ones of
+        # G's upsampling above all) run faster on NHWC; x0.75 s/kimg for the tiny preset on a 2-core AVX2 CPU
+        # (bench/train_speed.py --variants="default;nhwc=0").
+        channels_last = bool(_default(opts, "nhwc", True))
+        c.G_kwargs.synthesis_kwargs.channels_last = c.D_kwargs.block_kwargs.channels_last = channels_last
     if _default(opts, "nobench", False):
         c.cudnn_benchmark = False
     if _default(opts, "allow_tf32", False):

@@ -1,0 +1,101 @@
+"""The CPU speed-ups (float32 networks without conv_clamp, channels-last blocks): defaults chosen by device and
+recorded, flags honoured, and training with them the same as without, within float rounding."""
+
+import numpy as np
+import torch
+
+import dnnlib
+from plugins.host import PluginHost
+from plugins.testing import run_tiny_training
+from training.training_config import build_config
+
+
+def config_for(data, **opts):
+    opts = dnnlib.EasyDict(outdir="/tmp", data=data, cond=True, cfg="tiny", metrics="none", workers=0, plugin_kwargs={},
+                           **opts)
+    c, _desc = build_config(opts, PluginHost.from_config({}))
+    return c
+
+
+def network_speed_settings(c):
+    g, d = c.G_kwargs.synthesis_kwargs, c.D_kwargs
+    return dict(g_fp16=g.num_fp16_res, g_clamp=g.conv_clamp, d_fp16=d.num_fp16_res, d_clamp=d.conv_clamp,
+                g_cl=g.get("channels_last"), d_cl=d.block_kwargs.get("channels_last"),
+                g_fp16_cl=g.get("fp16_channels_last"), d_fp16_cl=d.block_kwargs.get("fp16_channels_last"))
+
+
+def test_cpu_defaults_are_float32_channels_last_and_recorded(tiny_digits):
+    s = network_speed_settings(config_for(tiny_digits, device="cpu"))
+    assert s == dict(g_fp16=0, g_clamp=None, d_fp16=0, d_clamp=None, g_cl=True, d_cl=True, g_fp16_cl=None, d_fp16_cl=None)
+
+
+def test_flags_turn_each_speed_up_off(tiny_digits):
+    s = network_speed_settings(config_for(tiny_digits, device="cpu", fp32=False, nhwc=False))
+    assert (s["g_fp16"], s["g_clamp"], s["d_fp16"], s["d_clamp"]) == (4, 256, 4, 256)  # The preset's, as NVIDIA's.
+    assert s["g_cl"] is False and s["d_cl"] is False
+
+
+def test_cuda_keeps_nvidia_defaults(tiny_digits, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    s = network_speed_settings(config_for(tiny_digits, device="auto"))
+    assert (s["g_fp16"], s["g_clamp"]) == (4, 256) and s["g_cl"] is None and s["g_fp16_cl"] is None
+    s = network_speed_settings(config_for(tiny_digits, device="auto", nhwc=True))
+    assert s["g_fp16_cl"] is True and s["d_fp16_cl"] is True and s["g_cl"] is None  # NVIDIA's --nhwc meaning.
+
+
+def test_channels_last_blocks_compute_in_channels_last(tiny_digits):
+    from training.networks import Discriminator, Generator
+
+    seen = []
+    G = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=1,
+                  synthesis_kwargs=dict(channel_base=64, channel_max=8, channels_last=True))
+    D = Discriminator(c_dim=0, img_resolution=16, img_channels=1, channel_base=64, channel_max=8,
+                      block_kwargs=dict(channels_last=True))
+    for block in [*G.synthesis.children(), *(m for m in D.children() if type(m).__name__ == "DiscriminatorBlock")]:
+        block.conv1.register_forward_pre_hook(lambda _m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    img = G(torch.randn(4, 8), None)
+    D(img, None)
+    assert len(seen) >= 5 and all(seen)
+
+
+def speedup_kwargs(tiny_digits, on):
+    """tiny_config's network dicts with the CPU speed-ups on (float32 without clamp, channels-last) or off."""
+    from plugins.testing import tiny_config
+
+    c = tiny_config(tiny_digits, "unused")
+    c.G_kwargs.synthesis_kwargs.update(conv_clamp=None if on else 256, channels_last=on)
+    c.D_kwargs.update(conv_clamp=None if on else 256)
+    c.D_kwargs.block_kwargs.channels_last = on
+    return dict(G_kwargs=c.G_kwargs, D_kwargs=c.D_kwargs)
+
+
+def test_speedups_train_the_same_networks_within_rounding(tiny_digits, tmp_path):
+    """8 steps of the tiny config with and without the CPU speed-ups: G_ema's weights agree to 1e-4 of their scale."""
+
+    def weights(on):
+        trainer = run_tiny_training(str(tmp_path / f"run-{on}"), tiny_digits, iterations=8, **speedup_kwargs(tiny_digits, on))
+        return torch.cat([p.detach().flatten() for p in trainer.G_ema.parameters()]).numpy()
+
+    plain, fast = weights(False), weights(True)
+    assert plain.shape == fast.shape
+    scale = np.abs(plain).max()
+    assert np.abs(plain - fast).max() <= 1e-4 * scale, np.abs(plain - fast).max() / scale
+
+
+def test_speedup_run_resumes_exactly(tiny_digits, tmp_path):
+    """Exact resume holds with the speed-ups on (channels-last is rebuilt from the recorded config)."""
+    from training import checkpoint
+
+    torch.set_num_threads(1)  # Same thread count in both runs: identical floating-point reductions.
+    kw = dict(D_reg_interval=4, ada_interval=4, G_reg_interval=4, **speedup_kwargs(tiny_digits, True))
+
+    def run(run_dir, iterations, **extra):
+        return run_tiny_training(str(run_dir), tiny_digits, iterations=iterations, **kw, **extra)
+
+    straight = run(tmp_path / "straight", 8)
+    run(tmp_path / "first", 4)
+    pkl, state = checkpoint.resolve_resume(str(tmp_path / "first"))
+    resumed = run(tmp_path / "second", 4, resume_pkl=pkl, resume_state=state)
+    assert resumed.cur_nimg == straight.cur_nimg
+    for (name, a), b in zip(straight.G_ema.named_parameters(), resumed.G_ema.parameters()):
+        assert torch.equal(a, b), name
