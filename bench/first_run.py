@@ -67,6 +67,8 @@ def main():
     parser.add_argument("--in-place", action="store_true", help="run in this tree instead of a copy of it")
     parser.add_argument("--min-consistency", type=float, help="exit 1 when the printed class consistency is lower")
     parser.add_argument("--then-tests", action="store_true", help="then run the README's test command in the same venv")
+    parser.add_argument("--then-gpu-smoke", action="store_true",
+                        help="then run bench/gpu_check.py --smoke in the same venv (its CPU stand-in for the GPU check)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary copy and venv (their path is printed)")
     args = parser.parse_args()
 
@@ -98,6 +100,12 @@ def main():
         if args.then_tests:
             print(f"\nREADME test command: {tests}\n", flush=True)
             rc, _output = run_in_venv(tests, workdir, venv)
+            if rc != 0:
+                return rc
+        if args.then_gpu_smoke:
+            smoke = f"python bench/gpu_check.py --smoke --out={os.path.join(scratch, 'gpu-check.json')}"
+            print(f"\nGPU check, CPU smoke run: {smoke}\n", flush=True)
+            rc, _output = run_in_venv(smoke, workdir, venv)
             return rc
         return 0
     finally:
