@@ -1,5 +1,6 @@
 """The CPU speed-ups (float32 networks without conv_clamp, channels-last blocks): defaults chosen by device and
-recorded, flags honoured, and training with them the same as without, within float rounding."""
+recorded, flags honoured, and training with them the same as without, within float rounding. And the presets
+that give the methods' published network sizes."""
 
 import numpy as np
 import torch
@@ -11,7 +12,7 @@ from training.training_config import build_config
 
 
 def config_for(data, **opts):
-    opts = dnnlib.EasyDict(outdir="/tmp", data=data, cond=True, cfg="tiny", metrics="none", workers=0, plugin_kwargs={},
+    opts = dnnlib.EasyDict(dict(outdir="/tmp", data=data, cond=True, cfg="tiny", metrics="none", workers=0, plugin_kwargs={}),
                            **opts)
     c, _desc = build_config(opts, PluginHost.from_config({}))
     return c
@@ -99,3 +100,39 @@ def test_speedup_run_resumes_exactly(tiny_digits, tmp_path):
     assert resumed.cur_nimg == straight.cur_nimg
     for (name, a), b in zip(straight.G_ema.named_parameters(), resumed.G_ema.parameters()):
         assert torch.equal(a, b), name
+
+
+def test_method_presets_give_the_published_network_sizes(tiny_digits):
+    """--cfg=noisytwins-cifar (NoisyTwins' CIFAR10-LT networks) and the vision-aided fork's paper256 presets."""
+    nt = config_for(tiny_digits, device="cpu", cfg="noisytwins-cifar", batch=64)
+    assert nt.G_kwargs.mapping_kwargs.num_layers == 8
+    assert nt.G_kwargs.synthesis_kwargs.channel_base == nt.D_kwargs.channel_base == 16384
+    assert nt.D_kwargs.architecture == "orig" and nt.loss_kwargs.pl_weight == 0 and nt.ema_kimg == 500
+    va = config_for(tiny_digits, device="cpu", cfg="va-paper256")
+    assert (va.batch_size, va.G_opt_kwargs.lr, va.D_kwargs.epilogue_kwargs.mbstd_group_size, va.ema_kimg) == (16, 0.002, 4, 10)
+    assert va.G_kwargs.mapping_kwargs.num_layers == 8 and va.G_kwargs.synthesis_kwargs.channel_base == 16384
+    assert config_for(tiny_digits, device="cpu", cfg="va-paper256-2fmap").G_kwargs.synthesis_kwargs.channel_base == 32768
+
+
+def test_evaluation_off_cuda_uses_the_batched_modulated_convolution(monkeypatch):
+    """NVIDIA's fused (grouped, per-sample) modulated convolution for inference only on CUDA: on a CPU the batched
+    form is faster, and the images agree within float rounding."""
+    import training.networks as networks
+
+    calls = []
+    original = networks.modulated_conv2d
+
+    def recording(*args, fused_modconv=True, **kwargs):
+        calls.append(fused_modconv)
+        return original(*args, fused_modconv=fused_modconv, **kwargs)
+
+    monkeypatch.setattr(networks, "modulated_conv2d", recording)
+    torch.manual_seed(0)
+    G = networks.Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=1,
+                           synthesis_kwargs=dict(channel_base=64, channel_max=8)).eval()
+    z = torch.randn(3, 8)
+    with torch.no_grad():
+        default = G(z, None, noise_mode="const")
+        assert calls and not any(calls)
+        fused = G(z, None, noise_mode="const", fused_modconv=True)
+    torch.testing.assert_close(default, fused, rtol=1e-4, atol=1e-5)

@@ -464,3 +464,15 @@ def test_warmup_beyond_the_run_is_announced(capsys):
         warnings.simplefilter("ignore")
         plugin.gan_configure(config=c)
     assert "--va-warmup-kimg=500 is not below this run's --kimg=15" in capsys.readouterr().out
+
+
+def test_auto_loss_for_vit_backbones_is_the_official_readmes_multilevel_sigmoid_s(tmp_path, tiny_digits, tiny_script):
+    """Both official READMEs train CLIP with --cv-loss multilevel_sigmoid_s (label smoothing); conv backbones keep
+    the progressive driver's rule (sigmoid, _s with DiffAugment), and so does the probe's suggestion."""
+    options = {"vision_aided": dict(va_backbones=f"torchscript:{tiny_script}", va_warmup_kimg=0)}
+    trainer = run_tiny_training(str(tmp_path / "a"), tiny_digits, plugins=["vision_aided"], options=options, iterations=1)
+    plugin = trainer.host.plugins["vision_aided"]
+    assert plugin.backbones[f"torchscript:{tiny_script}"].head_type == "vit"
+    assert plugin.losses == {f"torchscript:{tiny_script}": "multilevel_sigmoid_s"}
+    assert losses.training_default_loss("conv", "ada") == "sigmoid"
+    assert losses.training_default_loss("conv", "diffaug") == "sigmoid_s"

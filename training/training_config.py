@@ -18,6 +18,14 @@ CFG_SPECS = {
     "paper512": dict(ref_gpus=8, kimg=25000, mb=64, mbstd=8, fmaps=1, lrate=0.0025, gamma=0.5, ema=20, ramp=None, map=8),
     "paper1024": dict(ref_gpus=8, kimg=25000, mb=32, mbstd=4, fmaps=1, lrate=0.002, gamma=2, ema=10, ramp=None, map=8),
     "cifar": dict(ref_gpus=2, kimg=100000, mb=64, mbstd=32, fmaps=1, lrate=0.0025, gamma=0.01, ema=500, ramp=0.05, map=2),
+    # The methods' published settings. NoisyTwins' CIFAR10-LT runs: cifar with an 8-layer mapping network and
+    # channel_base 16384. Vision-aided GAN's StyleGAN2 fork: its paper256 (batch 16 on 2 GPUs, lr 0.002, mbstd 4,
+    # ema 10) and paper256_2fmap (the same with channel_base 32768), which its README trains the few-shot sets with.
+    "noisytwins-cifar": dict(ref_gpus=2, kimg=100000, mb=64, mbstd=32, fmaps=0.5, lrate=0.0025, gamma=0.01, ema=500,
+                             ramp=0.05, map=8),
+    "va-paper256": dict(ref_gpus=2, kimg=25000, mb=16, mbstd=4, fmaps=0.5, lrate=0.002, gamma=1, ema=10, ramp=None, map=8),
+    "va-paper256-2fmap": dict(ref_gpus=2, kimg=25000, mb=16, mbstd=4, fmaps=1, lrate=0.002, gamma=1, ema=10, ramp=None,
+                              map=8),
     # Small networks for 16-32 px data that train on a laptop CPU in minutes. Batch 16, twice sg2ada's learning
     # rate and, as in NVIDIA's cifar preset, no path-length regularisation or style mixing. Measured on 16 px
     # digits without ADA (class consistency, 2000 fakes): 0.90 at 9 kimg and 0.98 at 12, where batch 32 with
@@ -151,10 +159,10 @@ def apply_cfg(c, opts, training_set, gpus):
     c.ema_kimg = spec.ema
     c.ema_rampup = spec.ramp
     c.kimg_per_tick = spec.get("tick", 4)
-    if cfg in ("cifar", "tiny", "tiny512"):
+    if cfg in ("cifar", "noisytwins-cifar", "tiny", "tiny512"):
         c.loss_kwargs.pl_weight = 0  # disable path length regularization
         c.loss_kwargs.style_mixing_prob = 0  # disable style mixing
-    if cfg == "cifar":
+    if cfg in ("cifar", "noisytwins-cifar"):
         c.D_kwargs.architecture = "orig"  # disable residual skip connections
     return cfg, spec
 

@@ -29,7 +29,7 @@ from torch_utils import training_stats
 
 from . import weights as weights_mod
 from .heads import HEAD_KINDS
-from .losses import LOSSES, ROLES, default_loss, is_multilevel, vision_loss
+from .losses import LOSSES, ROLES, is_multilevel, training_default_loss, vision_loss
 
 __version__ = "1.0"
 
@@ -129,7 +129,7 @@ class VisionAided:
                          help="vision_aided: random backbones where no weights are given (tests only; warned, recorded)"),
             click.Option(["--va-loss"], type=str, default="auto", show_default=True,
                          help="vision_aided: loss per backbone joined by '+' (" + ", ".join(LOSSES) + ") or auto "
-                              "(multilevel_sigmoid for clip/dino, sigmoid otherwise; _s with --va-aug=diffaug)"),
+                              "(multilevel_sigmoid_s for clip/dino, as the official READMEs train CLIP; sigmoid otherwise, _s with --va-aug=diffaug)"),
             click.Option(["--va-weight"], type=float, default=1.0, show_default=True,
                          help="vision_aided: weight of the heads' loss terms"),
             click.Option(["--va-warmup-kimg"], type=float, default=500, show_default=True,
@@ -205,7 +205,7 @@ class VisionAided:
         specs = []
         for name, backbone in self.backbones.items():
             if self.losses[name] is None:
-                self.losses[name] = default_loss(backbone.head_type, smooth=self.aug == "diffaug")
+                self.losses[name] = training_default_loss(backbone.head_type, self.aug)
             map_shapes, vector_dim = backbone.feature_shapes()
             if backbone.head_type == "conv" or is_multilevel(self.losses[name]):
                 if not map_shapes:

@@ -48,6 +48,13 @@ def vision_loss(loss, role, levels):
 
 
 def default_loss(head_type, smooth):
-    """The official rule: multilevel_sigmoid on ViT backbones, sigmoid otherwise; `_s` when smoothing."""
+    """The official progressive driver's rule: multilevel_sigmoid on ViT backbones, sigmoid otherwise; `_s` when
+    smoothing (its probe's accuracy above 0.9, or DiffAugment)."""
     base = "multilevel_sigmoid" if head_type == "vit" else "sigmoid"
     return base + ("_s" if smooth else "")
+
+
+def training_default_loss(head_type, aug):
+    """--va-loss=auto for a training run: what both official READMEs train CLIP with (multilevel_sigmoid_s, label
+    smoothing) for every ViT backbone; other backbones keep the driver's rule (sigmoid, `_s` with DiffAugment)."""
+    return "multilevel_sigmoid_s" if head_type == "vit" else default_loss(head_type, smooth=aug == "diffaug")
