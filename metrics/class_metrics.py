@@ -171,7 +171,8 @@ def mean_pairwise_distance(features, max_items=1000):
 
 
 def compute_intra_class_diversity(opts, metric, num_gen, classifier_path):
-    """{'div_cls': mean over classes of the mean pairwise feature distance among same-class fakes, (+ per band)}."""
+    """{'div_cls': mean over classes of the mean pairwise feature distance among same-class fakes; 'div_cls_real':
+    the same for the reference reals; 'div_cls_ratio': mean over classes of fakes / reals (per class and band too)}."""
     c_dim = require_conditional(opts, metric)
     ref = metric_utils.reference_dataset_kwargs(opts)
     classes = list(range(c_dim))
@@ -179,17 +180,34 @@ def compute_intra_class_diversity(opts, metric, num_gen, classifier_path):
     gen = metric_utils.compute_feature_stats_for_generator(
         opts=opts, detector_url=classifier_path, detector_kwargs=dict(return_features=True), capture_all=True,
         max_items=per_class * c_dim, fake_labels={"balanced": classes}, dataset_kwargs=ref, group_by_class=True)
+    real = _real_per_class(opts, classifier_path, dict(return_features=True), ref, capture_all=True)  # All ranks take part.
     if opts.rank != 0:
         return dict(div_cls=float("nan"))
     div = {k: mean_pairwise_distance(gen[k].get_all()) for k in classes if k in gen}
     div = {k: v for k, v in div.items() if np.isfinite(v)}
     if not div:
         raise MetricError(f"metric '{metric}': too few fakes per class to measure diversity")
+    # The reals' diversity in the same features (a random subset of up to 1000 per class): the absolute units of
+    # a feature space say nothing, the ratio fakes / reals shows collapse (1 = as diverse as the data).
+    rng = np.random.default_rng(0 if opts.seed is None else opts.seed)
+    real_div = {}
+    for k in div:
+        if k in real and real[k].num_items >= 2:
+            feats = real[k].get_all()
+            real_div[k] = mean_pairwise_distance(feats[rng.permutation(len(feats))[:1000]])
+    ratio = {k: div[k] / real_div[k] for k in div if real_div.get(k, 0) > 0}
     results = dict(div_cls=float(np.mean(list(div.values()))), **per_class_results("div_cls", div))
+    if ratio:
+        results.update(div_cls_real=float(np.mean([real_div[k] for k in ratio])),
+                       div_cls_ratio=float(np.mean(list(ratio.values()))), **per_class_results("div_cls_ratio", ratio))
     lt = metric_utils.read_lt_info(opts.dataset_kwargs)
     if lt is not None and isinstance(lt.get("bands"), dict):
         for band in BANDS:
-            values = [div[int(k)] for k in lt.bands[band] if int(k) in div]
+            ranks = [int(k) for k in lt.bands[band]]
+            values = [div[k] for k in ranks if k in div]
             if values:
                 results[f"div_cls_{band}"] = float(np.mean(values))
+            band_ratio = [ratio[k] for k in ranks if k in ratio]
+            if band_ratio:
+                results[f"div_cls_ratio_{band}"] = float(np.mean(band_ratio))
     return results

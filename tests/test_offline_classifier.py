@@ -124,3 +124,19 @@ def test_long_tailed_subsets_share_the_datasets_classifier_and_judge_ranks_by_so
     res = metric_main.calc_metric("class_consistency", G=ImageBankGenerator(images, ranks, c_dim=10), dataset_kwargs=lt_kwargs,
                                   device="cpu", num_gen_override=500, seed=3)
     assert res.results.class_consistency == pytest.approx(info["test_accuracy"], abs=0.05)
+
+
+def test_div_cls_reports_the_reals_diversity_and_the_ratio_that_shows_collapse(digits):
+    """Fakes drawn from real images are as diverse as the reals (ratio near 1); one image per class is collapse (0)."""
+    _path, info = offline_classifier.build_classifier(dataset_kwargs(digits))
+    dataset = metric_utils.dnnlib.util.construct_class_by_name(**dataset_kwargs(digits, use_labels=True))
+    test_idx = info["test_indices"]
+    images = np.stack([dataset[i][0] for i in test_idx])
+    labels = np.array([int(dataset.get_label(i).argmax()) for i in test_idx])
+    kwargs = dict(dataset_kwargs=dataset_kwargs(digits, use_labels=True), device="cpu", num_gen_override=400, seed=3)
+    varied = metric_main.calc_metric("div_cls", G=ImageBankGenerator(images, labels, c_dim=10), **kwargs).results
+    assert varied.div_cls_real > 0 and 0.85 <= varied.div_cls_ratio <= 1.15, varied
+    assert set(f"div_cls_ratio_c{k}" for k in range(10)) <= set(varied)
+    first = [int(np.flatnonzero(labels == k)[0]) for k in range(10)]
+    collapsed = metric_main.calc_metric("div_cls", G=ImageBankGenerator(images[first], labels[first], c_dim=10), **kwargs).results
+    assert collapsed.div_cls_ratio < 0.01 and collapsed.div_cls_real == pytest.approx(varied.div_cls_real)
