@@ -1,6 +1,7 @@
 """Vision-aided discriminators: backbones from files, heads, losses, frozen backbones, warm-up, weights, resume,
 probe, and a few training steps with noisytwins. Backbones are tiny random networks written to local files."""
 
+import glob
 import math
 import os
 import pickle
@@ -428,7 +429,35 @@ def test_progressive_driver_adds_the_probed_backbone_to_a_restarted_run(tmp_path
     assert options["plugin_kwargs"]["vision_aided"]["va_backbones"] == f"torchscript:{tiny_script}"
     assert options["plugin_kwargs"]["vision_aided"]["va_warmup_kimg"] == 0
     assert options["resume_pkl"] == os.path.join(out, "stage1-start.pkl")  # The baseline's snapshot, alone.
+    assert options["ada_kimg"] == 500  # The fork's ADA speed on a vision-aided stage (upstream's resume: 100).
     assert checkpoint.latest_snapshot(final) is not None
+
+
+def test_progressive_stage_keeps_the_earlier_heads_and_starts_the_new_one_fresh(tmp_path, tiny_digits, tiny_script):
+    """A stage that adds a backbone starts the earlier backbones' heads from the best snapshot, as the official
+    stages restore cvD from the pickle; the new backbone's head is fresh."""
+    second = save_tiny_backbone(str(tmp_path / "second.pt"))
+    first_name, second_name = f"torchscript:{tiny_script}", f"torchscript:{second}"
+    out = str(tmp_path / "prog")
+    final = probe.progressive(out, tiny_digits, ["0.02", "0.02", "0.02"], [first_name, second_name], "none",
+                              ["--cfg=tiny", "--workers=0", "--cond=1", "--tensorboard=0"], num=64, log=lambda *a: None)
+    import json
+
+    options = json.load(open(os.path.join(final, "training_options.json")))
+    used = options["plugin_kwargs"]["vision_aided"]["va_backbones"].split("+")
+    heads_from = options["plugin_kwargs"]["vision_aided"]["va_heads_from"]
+    assert len(used) == 2 and heads_from.endswith(".pkl")
+    before = checkpoint.load_state(checkpoint.state_path_for(heads_from))["plugins"]["vision_aided"]["backbones"]
+    assert set(before) == {used[0]}
+    log = open(os.path.join(final, "log.txt")).read()
+    assert f"head of backbone {used[0]!r} restored" in log and f"new backbone(s) {used[1]}: their heads start fresh" in log
+    # The restored head goes on from the earlier stage's weights: at the stage's first snapshot (after one step, an
+    # Adam step of at most about lr = 0.005 per weight) it is still within 0.02 of them everywhere.
+    first_state = sorted(glob.glob(os.path.join(final, "training-state-*.pt")))[0]
+    at_start = checkpoint.load_state(first_state)["plugins"]["vision_aided"]["backbones"]
+    for key, value in before[used[0]]["head"].items():
+        if value.is_floating_point():
+            assert (at_start[used[0]]["head"][key] - value).abs().max() <= 0.02, key
 
 
 def test_export_backbone_command_trains_a_run_without_downloads(tmp_path, tiny_digits, monkeypatch):

@@ -45,7 +45,8 @@ class VisionAided:
 
     def __init__(self, va_backbones="clip", va_weights=None, va_sha256=None, va_download=False, va_random_init=False,
                  va_loss="auto", va_weight=1.0, va_warmup_kimg=500.0, va_aug="ada", va_ada_target=0.3,
-                 va_ada_kimg=500.0, va_head="sg2", va_cond="auto"):
+                 va_ada_kimg=500.0, va_head="sg2", va_cond="auto", va_heads_from=None):
+        self.heads_from = str(va_heads_from) if va_heads_from else None
         self.names = [n.strip() for n in str(va_backbones).split("+") if n.strip()]
         if not self.names:
             raise PluginError("vision_aided: --va-backbones is empty; name at least one (clip, dino, swin, vgg, torchscript:PATH)")
@@ -146,6 +147,10 @@ class VisionAided:
                               "vision-aided-loss package's: spectral norm, blur, class projection)"),
             click.Option(["--va-cond"], type=click.Choice(CONDS), default="auto", show_default=True,
                          help="vision_aided: class projection in pip heads: auto = on iff the networks have labels"),
+            click.Option(["--va-heads-from"], type=str, default=None, metavar="STATE",
+                         help="vision_aided: start the heads of known backbones from this training state (or the "
+                              "state beside this snapshot) on a weights-only resume, as the official progressive "
+                              "stages do; new backbones start fresh"),
         ]
 
     # ------------------------------------------------------------------ setup
@@ -169,6 +174,11 @@ class VisionAided:
             if path is None:
                 warnings.warn(f"vision_aided: backbone {name!r} is RANDOMLY INITIALISED (--va-random-init): for tests "
                               "only; the run records it")
+        if config.get("resume_pkl") is not None and config.get("resume_state") is None and config.get("ada_kimg") != 500:
+            # The official fork keeps ADA's default speed (500 kimg) on a weights-only resume when the vision-aided
+            # loss is on; upstream's 100 is for restarting a model trained with the standard loss alone.
+            config.ada_kimg = 500
+            print("vision_aided: ADA speed 500 kimg on this weights-only resume, as the official fork's stages")
         total_kimg = config.get("total_kimg")
         if self.weight > 0 and total_kimg is not None and self.warmup_kimg >= total_kimg:
             print(f"Notice: vision_aided: --va-warmup-kimg={self.warmup_kimg:g} is not below this run's --kimg="
@@ -237,6 +247,27 @@ class VisionAided:
         state = ctx.restored_state(self)
         if state is not None:
             self._apply_state(state)
+        elif self.heads_from:
+            self._apply_state(self._heads_state(), heads_only=True)
+
+    def _heads_state(self):
+        """The vision_aided part of --va-heads-from (a training state, or the snapshot it belongs to)."""
+        from training import checkpoint
+
+        path = self.heads_from
+        if path.endswith(".pkl"):
+            path = checkpoint.state_path_for(path) or path
+        if not os.path.isfile(path):
+            raise PluginError(f"vision_aided: --va-heads-from={self.heads_from}: no training state at {path}; pass a "
+                              "training-state-*.pt file or a snapshot with its state beside it")
+        try:
+            state = checkpoint.load_state(path)
+        except checkpoint.StateError as exc:
+            raise PluginError(f"vision_aided: --va-heads-from={self.heads_from}: {exc}") from None
+        part = state.get("plugins", {}).get("vision_aided")
+        if not isinstance(part, dict):
+            raise PluginError(f"vision_aided: --va-heads-from={self.heads_from}: that run did not use vision_aided")
+        return part
 
     # ------------------------------------------------------------------ every iteration
 
@@ -307,7 +338,9 @@ class VisionAided:
             random_init=self.digests.get(name) is None, head_kind=self.head_kind,
         ) for name in self.heads})
 
-    def _apply_state(self, state):
+    def _apply_state(self, state, heads_only=False):
+        """Restore heads, p_k and ADA state of known backbones; heads_only: the head weights alone (a new stage starts
+        its optimisers and augmentation fresh, as the official stages restore cvD from the pickle and nothing else)."""
         for name, saved in state.get("backbones", {}).items():
             if name not in self.heads:
                 print(f"vision_aided: the resumed run had backbone {name!r}, which is not in --va-backbones; dropped")
@@ -321,6 +354,9 @@ class VisionAided:
                                   f"--va-head {saved.get('head_kind')}; this run asks for {self.losses[name]} and "
                                   f"{self.head_kind}")
             self.heads[name].load_state_dict({k: v.to(self.device) for k, v in saved["head"].items()})
+            if heads_only:
+                print(f"vision_aided: head of backbone {name!r} restored from {self.heads_from}")
+                continue
             if name in self.pipes and saved.get("p") is not None:
                 self.pipes[name].p.copy_(torch.as_tensor(saved["p"]))
             if saved.get("ada") is not None and name in self.controllers:

@@ -145,12 +145,15 @@ def progressive(outdir, data, stages, candidates, metric, train_args, weights=No
         if choice is None:
             log("every candidate is in use; stopping")
             break
+        earlier = list(used)
         used.append(choice[0])
         losses.append(choice[1])
         start = os.path.join(outdir, f"stage{stage}-start.pkl")
         shutil.copy(snap, start)  # Alone, without its training state: fresh optimisers, as the official stages.
         options = ["--plugins=vision_aided", f"--va-backbones={'+'.join(used)}", f"--va-loss={'+'.join(losses)}",
                    "--va-warmup-kimg=0", f"--va-aug={aug}", f"--resume={start}", f"--kimg={kimg}"]
+        if earlier:  # The earlier backbones' heads continue from the best snapshot (the official cvD restore).
+            options.append(f"--va-heads-from={snap}")
         if weights:
             options.append(f"--va-weights={weights}")
         if random_init:
