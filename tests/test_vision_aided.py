@@ -419,22 +419,9 @@ def test_transitional_lambda_scales_the_head_projection_and_selfcond_clusters_ar
 
 
 @pytest.mark.slow
-def test_progressive_driver_adds_the_probed_backbone_to_a_restarted_run(tmp_path, tiny_digits, tiny_script):
-    out = str(tmp_path / "prog")
-    final = probe.progressive(out, tiny_digits, ["0.02", "0.02"], [f"torchscript:{tiny_script}"], "none",
-                              ["--cfg=tiny", "--workers=0", "--cond=1", "--tensorboard=0"], num=64, log=lambda *a: None)
-    import json
-
-    options = json.load(open(os.path.join(final, "training_options.json")))
-    assert options["plugin_kwargs"]["vision_aided"]["va_backbones"] == f"torchscript:{tiny_script}"
-    assert options["plugin_kwargs"]["vision_aided"]["va_warmup_kimg"] == 0
-    assert options["resume_pkl"] == os.path.join(out, "stage1-start.pkl")  # The baseline's snapshot, alone.
-    assert options["ada_kimg"] == 500  # The fork's ADA speed on a vision-aided stage (upstream's resume: 100).
-    assert checkpoint.latest_snapshot(final) is not None
-
-
-def test_progressive_stage_keeps_the_earlier_heads_and_starts_the_new_one_fresh(tmp_path, tiny_digits, tiny_script):
-    """A stage that adds a backbone starts the earlier backbones' heads from the best snapshot, as the official
+def test_progressive_stages_add_the_probed_backbones_and_keep_the_earlier_heads(tmp_path, tiny_digits, tiny_script):
+    """Baseline, then two stages, each restarting from the best snapshot with the probe's next backbone. A stage that
+    adds a backbone starts the earlier backbones' heads from the best snapshot, as the official
     stages restore cvD from the pickle; the new backbone's head is fresh."""
     second = save_tiny_backbone(str(tmp_path / "second.pt"))
     first_name, second_name = f"torchscript:{tiny_script}", f"torchscript:{second}"
@@ -447,6 +434,10 @@ def test_progressive_stage_keeps_the_earlier_heads_and_starts_the_new_one_fresh(
     used = options["plugin_kwargs"]["vision_aided"]["va_backbones"].split("+")
     heads_from = options["plugin_kwargs"]["vision_aided"]["va_heads_from"]
     assert len(used) == 2 and heads_from.endswith(".pkl")
+    assert options["plugin_kwargs"]["vision_aided"]["va_warmup_kimg"] == 0
+    assert options["resume_pkl"] == os.path.join(out, "stage2-start.pkl")  # The previous best snapshot, alone.
+    assert options["ada_kimg"] == 500  # The fork's ADA speed on a vision-aided stage (upstream's resume: 100).
+    assert checkpoint.latest_snapshot(final) is not None
     before = checkpoint.load_state(checkpoint.state_path_for(heads_from))["plugins"]["vision_aided"]["backbones"]
     assert set(before) == {used[0]}
     log = open(os.path.join(final, "log.txt")).read()
