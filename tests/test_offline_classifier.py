@@ -48,12 +48,18 @@ def test_saved_model_is_plain_torchscript_with_detector_convention(digits):
     assert model(torch.randint(0, 256, [2, 3, 32, 32], dtype=torch.uint8)).shape == (2, 10)  # Other sizes resized.
 
 
-def test_class_consistency_of_real_test_images_is_at_least_the_accuracy(digits):
-    _path, info = offline_classifier.build_classifier(dataset_kwargs(digits))
+def held_out_digits(digits):
+    """(classifier path, its info, uint8 images, class labels) of the classifier's held-out real test images."""
+    path, info = offline_classifier.build_classifier(dataset_kwargs(digits))
     dataset = metric_utils.dnnlib.util.construct_class_by_name(**dataset_kwargs(digits, use_labels=True))
     test_idx = info["test_indices"]
     images = np.stack([dataset[i][0] for i in test_idx])
     labels = np.array([int(dataset.get_label(i).argmax()) for i in test_idx])
+    return path, info, images, labels
+
+
+def test_class_consistency_of_real_test_images_is_at_least_the_accuracy(digits):
+    _path, info, images, labels = held_out_digits(digits)
     G = ImageBankGenerator(images, labels, c_dim=10)
     res = metric_main.calc_metric("class_consistency", G=G, dataset_kwargs=dataset_kwargs(digits, use_labels=True),
                                   device="cpu", num_gen_override=1000, seed=3)
@@ -116,11 +122,9 @@ def test_long_tailed_subsets_share_the_datasets_classifier_and_judge_ranks_by_so
     assert offline_classifier.build_classifier(lt_kwargs)[0] == plain_path
 
     # Real held-out images, conditioned on their class *rank*, are still judged consistent.
-    dataset = metric_utils.dnnlib.util.construct_class_by_name(**dataset_kwargs(digits, use_labels=True))
-    test_idx = info["test_indices"]
-    images = np.stack([dataset[i][0] for i in test_idx])
+    _path, _info, images, labels = held_out_digits(digits)
     rank_of = {label: rank for rank, label in enumerate(meta["rank_to_label"])}
-    ranks = np.array([rank_of[int(dataset.get_label(i).argmax())] for i in test_idx])
+    ranks = np.array([rank_of[int(label)] for label in labels])
     res = metric_main.calc_metric("class_consistency", G=ImageBankGenerator(images, ranks, c_dim=10), dataset_kwargs=lt_kwargs,
                                   device="cpu", num_gen_override=500, seed=3)
     assert res.results.class_consistency == pytest.approx(info["test_accuracy"], abs=0.05)
@@ -128,11 +132,7 @@ def test_long_tailed_subsets_share_the_datasets_classifier_and_judge_ranks_by_so
 
 def test_div_cls_reports_the_reals_diversity_and_the_ratio_that_shows_collapse(digits):
     """Fakes drawn from real images are as diverse as the reals (ratio near 1); one image per class is collapse (0)."""
-    _path, info = offline_classifier.build_classifier(dataset_kwargs(digits))
-    dataset = metric_utils.dnnlib.util.construct_class_by_name(**dataset_kwargs(digits, use_labels=True))
-    test_idx = info["test_indices"]
-    images = np.stack([dataset[i][0] for i in test_idx])
-    labels = np.array([int(dataset.get_label(i).argmax()) for i in test_idx])
+    _path, _info, images, labels = held_out_digits(digits)
     kwargs = dict(dataset_kwargs=dataset_kwargs(digits, use_labels=True), device="cpu", num_gen_override=400, seed=3)
     varied = metric_main.calc_metric("div_cls", G=ImageBankGenerator(images, labels, c_dim=10), **kwargs).results
     assert varied.div_cls_real > 0 and 0.85 <= varied.div_cls_ratio <= 1.15, varied
