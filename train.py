@@ -251,7 +251,7 @@ CORE_OPTIONS = [
     click.Option(["--freezed"], help="Freeze-D [default: 0 layers]", type=click.IntRange(min=0), metavar="INT"),
     # Performance options.
     click.Option(["--fp32"], help="Disable mixed-precision training (float16 layers and their conv_clamp) [default: true off CUDA, false on CUDA]", type=bool, metavar="BOOL"),
-    click.Option(["--nhwc"], help="Use NHWC memory format: with FP16 on CUDA (NVIDIA's meaning); in every block elsewhere [default: false on CUDA, true elsewhere]", type=bool, metavar="BOOL"),
+    click.Option(["--nhwc"], help="Use NHWC memory format: with FP16 on CUDA (NVIDIA's meaning); in every block on the CPU [default: false on CUDA and MPS, true on the CPU]", type=bool, metavar="BOOL"),
     click.Option(["--nobench"], help="Disable cuDNN benchmarking", type=bool, metavar="BOOL"),
     click.Option(["--allow-tf32"], help="Allow PyTorch to use TF32 internally", type=bool, metavar="BOOL"),
     click.Option(["--omp-wait"], help="How idle CPU threads wait: passive (sleep; robust when the CPU is shared), active (spin; faster on a dedicated CPU) or auto (passive when the machine is busy at launch) [default: auto, or $OMP_WAIT_POLICY]", type=click.Choice(["auto", "passive", "active"])),

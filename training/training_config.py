@@ -323,10 +323,11 @@ def apply_performance(c, opts):
         if _default(opts, "nhwc", False):  # NVIDIA's meaning: channels-last in the float16 blocks.
             c.G_kwargs.synthesis_kwargs.fp16_channels_last = c.D_kwargs.block_kwargs.fp16_channels_last = True
     else:
-        # Off CUDA every block is channels-last unless --nhwc=0: oneDNN's convolutions (the transposed ones of
-        # G's upsampling above all) run faster on NHWC; x0.75 s/kimg for the tiny preset on a 2-core AVX2 CPU
-        # (bench/train_speed.py --variants="default;nhwc=0").
-        channels_last = bool(_default(opts, "nhwc", True))
+        # On the CPU every block is channels-last unless --nhwc=0: oneDNN's convolutions (the transposed ones of
+        # G's upsampling above all) run faster on NHWC; x0.92 s/kimg for the tiny preset on a 2-core AVX2 CPU
+        # (bench/train_speed.py --interleave --variants="default;nhwc=0"). Not measured on MPS: off there.
+        on_cpu = str(_default(opts, "device", "auto")) != "mps"
+        channels_last = bool(_default(opts, "nhwc", on_cpu))
         c.G_kwargs.synthesis_kwargs.channels_last = c.D_kwargs.block_kwargs.channels_last = channels_last
     if _default(opts, "nobench", False):
         c.cudnn_benchmark = False
