@@ -74,16 +74,11 @@ def timed_steps(trainer, count):
 
 def measure(data, plugins, iterations, warmup, cfg, device, batch, overrides, roofline, profile):
     """Run one configuration in this process; returns a dict of figures."""
-    import torch
 
     trainer = build_trainer(data, plugins, cfg, device, batch, overrides)
     timed_steps(trainer, warmup)
-    steady = timed_steps(trainer, iterations)
-    sec_per_iter = sum(steady) / len(steady)
-    result = dict(plugins=plugins or "baseline", device=str(trainer.device), batch=trainer.batch_size,
-                  sec_per_iter=sec_per_iter, sec_per_kimg=sec_per_iter / trainer.batch_size * 1000,
-                  peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
-                  threads=torch.get_num_threads(), overrides=overrides)
+    result = figures(trainer, timed_steps(trainer, iterations), plugins, overrides)
+    result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     if roofline:
         result["flops"] = phase_flops(trainer, iterations=16)
     if profile:
@@ -94,7 +89,6 @@ def measure(data, plugins, iterations, warmup, cfg, device, batch, overrides, ro
 def measure_interleaved(data, plugins, iterations, warmup, cfg, device, batch, variants):
     """Several variants in one process, stepping in turn (A, B, C, A, B, C, ...): a machine whose speed drifts
     from minute to minute (a shared host) slows each of them alike, so their ratios hold."""
-    import torch
 
     trainers = [build_trainer(data, plugins, cfg, device, batch, overrides) for overrides in variants]
     times = [[] for _ in trainers]
@@ -103,13 +97,17 @@ def measure_interleaved(data, plugins, iterations, warmup, cfg, device, batch, v
             elapsed = timed_steps(trainer, 1)[0]
             if step >= warmup:
                 times[i].append(elapsed)
-    results = []
-    for overrides, trainer, steady in zip(variants, trainers, times):
-        sec_per_iter = sum(steady) / len(steady)
-        results.append(dict(plugins=plugins or "baseline", device=str(trainer.device), batch=trainer.batch_size,
-                            sec_per_iter=sec_per_iter, sec_per_kimg=sec_per_iter / trainer.batch_size * 1000,
-                            threads=torch.get_num_threads(), overrides=overrides))
-    return results
+    return [figures(trainer, steady, plugins, overrides) for overrides, trainer, steady in zip(variants, trainers, times)]
+
+
+def figures(trainer, steady, plugins, overrides):
+    """The speed figures of one configuration from its steady-state step times."""
+    import torch
+
+    sec_per_iter = sum(steady) / len(steady)
+    return dict(plugins=plugins or "baseline", device=str(trainer.device), batch=trainer.batch_size,
+                sec_per_iter=sec_per_iter, sec_per_kimg=sec_per_iter / trainer.batch_size * 1000,
+                threads=torch.get_num_threads(), overrides=overrides)
 
 
 # ----------------------------------------------------------------------------

@@ -299,8 +299,8 @@ def resolve_fp32(opts):
     """--fp32 as given, else auto: float32 networks wherever float16 does not run (every device but CUDA).
 
     The preset's num_fp16_res/conv_clamp only pay off on CUDA: off it the blocks run in float32 anyway, and
-    the clamp (±256, a float16 overflow guard) costs about a quarter of a CPU step in masks and copies
-    (bench/train_speed.py --compare=fp32). CPUs with native bfloat16 are not used for it: none was at hand
+    the clamp (±256, a float16 overflow guard) costs about a tenth of a CPU step in masks and copies (31.1 vs
+    27.6 s/kimg, bench/train_speed.py --interleave --variants="fp32=0,nhwc=0;nhwc=0"). CPUs with native bfloat16 are not used for it: none was at hand
     to measure the trade, and an emulated bfloat16 is many times slower than float32.
     """
     if opts.get("fp32") is not None:
