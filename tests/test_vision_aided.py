@@ -496,3 +496,10 @@ def test_auto_loss_for_vit_backbones_is_the_official_readmes_multilevel_sigmoid_
     assert plugin.losses == {f"torchscript:{tiny_script}": "multilevel_sigmoid_s"}
     assert losses.training_default_loss("conv", "ada") == "sigmoid"
     assert losses.training_default_loss("conv", "diffaug") == "sigmoid_s"
+
+
+def test_heads_from_a_missing_state_names_the_option_and_what_to_pass(tmp_path):
+    plugin = VisionAided(va_backbones="clip", va_heads_from=str(tmp_path / "network-snapshot-000010.pkl"))
+    with pytest.raises(PluginError, match=r"--va-heads-from=.*no training state at .*training-state-000010\.pt; pass a "
+                                          r"training-state-\*\.pt file or a snapshot with its state beside it"):
+        plugin._heads_state()
