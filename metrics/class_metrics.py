@@ -142,6 +142,29 @@ def compute_class_consistency(opts, metric, num_gen, classifier_path):
     return results
 
 
+def _consistency_from_features(opts, classifier_path, gen_by_class, c_dim):
+    """class_consistency (+ per class and band) of fakes grouped by class, from their classifier features."""
+    detector = metric_utils.get_feature_detector(classifier_path, device=opts.device, opts=opts)
+    out = detector.out  # The offline classifier's last layer: logits = out(features).
+    weight, bias = out.weight.detach().cpu().double().numpy(), out.bias.detach().cpu().double().numpy()
+    if weight.shape[0] != c_dim:
+        raise MetricError(f"class consistency: the classifier has {weight.shape[0]} classes but the network has c_dim={c_dim}")
+    lt = metric_utils.read_lt_info(opts.dataset_kwargs)
+    to_source = _source_labels_of(lt, classifier_path)
+    correct = {}
+    for k, stats in gen_by_class.items():
+        logits = stats.get_all().astype(np.float64) @ weight.T + bias
+        correct[k] = classified_as_conditioned(logits, np.full(len(logits), k), to_source)
+    results = dict(class_consistency=float(np.concatenate(list(correct.values())).mean()))
+    results.update(per_class_results("class_consistency", {k: v.mean() for k, v in correct.items()}))
+    if lt is not None and isinstance(lt.get("bands"), dict):
+        for band in BANDS:
+            hits = [correct[int(k)] for k in lt.bands[band] if int(k) in correct]
+            if hits:
+                results[f"class_consistency_{band}"] = float(np.concatenate(hits).mean())
+    return results
+
+
 def _source_labels_of(lt, classifier_path):
     """rank -> source label when the run's classes are lt ranks and the classifier predicts source labels."""
     if lt is None:
@@ -170,9 +193,12 @@ def mean_pairwise_distance(features, max_items=1000):
     return float(np.sqrt(d2)[np.triu_indices(n, k=1)].mean())
 
 
-def compute_intra_class_diversity(opts, metric, num_gen, classifier_path):
+def compute_intra_class_diversity(opts, metric, num_gen, classifier_path, with_consistency=False):
     """{'div_cls': mean over classes of the mean pairwise feature distance among same-class fakes; 'div_cls_real':
-    the same for the reference reals; 'div_cls_ratio': mean over classes of fakes / reals (per class and band too)}."""
+    the same for the reference reals; 'div_cls_ratio': mean over classes of fakes / reals (per class and band too)}.
+
+    with_consistency=True adds 'class_consistency' (+ per class and band) of the same class-balanced fakes, from
+    the classifier's output layer applied to their features: both measures for the cost of one generation pass."""
     c_dim = require_conditional(opts, metric)
     ref = metric_utils.reference_dataset_kwargs(opts)
     classes = list(range(c_dim))
@@ -197,6 +223,8 @@ def compute_intra_class_diversity(opts, metric, num_gen, classifier_path):
             real_div[k] = mean_pairwise_distance(feats[rng.permutation(len(feats))[:1000]])
     ratio = {k: div[k] / real_div[k] for k in div if real_div.get(k, 0) > 0}
     results = dict(div_cls=float(np.mean(list(div.values()))), **per_class_results("div_cls", div))
+    if with_consistency:
+        results.update(_consistency_from_features(opts, classifier_path, gen, c_dim))
     if ratio:
         results.update(div_cls_real=float(np.mean([real_div[k] for k in ratio])),
                        div_cls_ratio=float(np.mean(list(ratio.values()))), **per_class_results("div_cls_ratio", ratio))

@@ -21,7 +21,10 @@ When all of them fail (e.g. an offline machine) a :class:`DetectorUnavailableErr
 within seconds; its message names the file, the URL and the places where the file can be put.
 A plain local path (or ``file://`` URL) is used as it is.
 
-Integrity: no digest is built in. When an expected SHA-256 is given (option ``detector_sha256`` /
+Besides TorchScript detectors, OpenAI's CLIP ViT-B/32 (``ViT-B-32.pt``) is a detector: its image embedding,
+for FID_CLIP (clip_features.py).
+
+Integrity: the only digest built in is the one a publisher gives (OpenAI's, in CLIP's URL). When an expected SHA-256 is given (option ``detector_sha256`` /
 ``--detector-sha256`` or ``$GAN_DETECTOR_SHA256``, as ``name=hex[,name=hex...]`` where name is the
 file name without ``.pt``), a mismatch is an error. The computed digest of every detector used is
 always recorded next to the metric results.
@@ -37,6 +40,11 @@ import dnnlib
 
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
 VGG16_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/vgg16.pt"
+# OpenAI's CLIP ViT-B/32 release; its SHA-256 is the hex in its URL (clip_features.py).
+CLIP_URL = ("https://openaipublic.azureedge.net/clip/models/"
+            "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt")
+CLIP_NAME = "ViT-B-32"
+PUBLISHED_SHA256 = {CLIP_NAME: "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"}
 DETECTOR_DIR_ENV = "GAN_DETECTOR_DIR"
 DETECTOR_SHA256_ENV = "GAN_DETECTOR_SHA256"
 
@@ -156,24 +164,33 @@ def resolve_detector_file(url_or_path: str, detector_dir: Optional[str] = None, 
 
 
 def load_detector(url_or_path: str, device=torch.device("cpu"), detector_dir: Optional[str] = None, sha256=None,
-                  verbose: bool = False):
-    """Find, check and load a TorchScript detector.
+                  verbose: bool = False, name: Optional[str] = None):
+    """Find, check and load a detector: a TorchScript module, or CLIP's image tower (clip_features.py).
 
     Returns (module in eval mode on device, info dict {name, file, source, sha256, url}).
     `sha256` is the expected digest (hex) or None; see module docstring for the environment variable.
+    `name` is the detector's name when `url_or_path` is a local copy of it (e.g. the cached download of its URL).
     """
     path, source = resolve_detector_file(url_or_path, detector_dir=detector_dir, verbose=verbose)
+    name = name or detector_name(url_or_path)
     digest = file_sha256(path)
     want = sha256.lower() if isinstance(sha256, str) and sha256 else expected_sha256(url_or_path)
+    want = want or PUBLISHED_SHA256.get(name)
     if want is not None and digest != want:
         raise DetectorChecksumError(
             f"Feature detector {path!r} (for {url_or_path}) has SHA-256 {digest}, expected {want}. "
-            "The file is damaged or is another version: replace it, or correct the expected digest."
+            "The file is damaged or is another version: replace it, or correct the expected digest "
+            f"(--detector-sha256 {name}=HEX)."
         )
-    try:
-        module = torch.jit.load(path, map_location=device)
-    except Exception as exc:
-        raise MetricError(f"Feature detector file {path!r} is not a loadable TorchScript module: {exc}") from None
+    if name == CLIP_NAME:
+        from . import clip_features
+
+        module = clip_features.load_clip_embedder(path)
+    else:
+        try:
+            module = torch.jit.load(path, map_location=device)
+        except Exception as exc:
+            raise MetricError(f"Feature detector file {path!r} is not a loadable TorchScript module: {exc}") from None
     module = module.eval().to(device)
     info = dict(name=detector_name(url_or_path), file=os.path.abspath(path), source=source, sha256=digest,
                 url=url_or_path if is_remote(url_or_path) else None)

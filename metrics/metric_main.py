@@ -17,11 +17,14 @@ Names (fakes vs reals; "full" = all reals):
 * Class-conditional, Inception: ifid50k_full (intra-class FID, 50k fakes spread over the classes),
   fid_shots / kid_shots (few-shot band: results fid_few / kid_few, 50k fakes) and fid_shots_all /
   kid_shots_all (many, medium and few bands).
+* CLIP (OpenAI's ViT-B/32 image embedding, clip_features.py; needs the vision extra): fid_clip50k_full (FID_CLIP,
+  as NoisyTwins and StudioGAN report it beside FID) and ifid_clip50k_full (intra-class FID_CLIP, + per class).
 * Offline classifier ("cls", offline_classifier.py, trained on first use; needs a labelled dataset):
   fd_cls / kd_cls (10k fakes, all reals; the network may be unconditional), ifd_cls (intra-class FD, 10k fakes), fd_cls_shots / fd_cls_shots_all / kd_cls_shots /
   kd_cls_shots_all (shot bands, 10k fakes per band), cls_shots_all (FD and KD per band from one set of fakes), class_consistency (10k fakes, + per band with a
-  long-tailed label file), div_cls (intra-class diversity, 10k fakes, + per band).
-  ifid50k_full, ifd_cls, class_consistency and div_cls also report each class as ``<name>_c<k>``.
+  long-tailed label file), div_cls (intra-class diversity of fakes and of reals and their ratio, 10k fakes,
+  + per band), cls_quality (class_consistency and div_cls of one set of 10k class-balanced fakes).
+  ifid50k_full, ifid_clip50k_full, ifd_cls, class_consistency, div_cls and cls_quality also report each class as ``<name>_c<k>``.
   modes / reverse_kl (mode coverage of 50k fakes; `--classifier` may be a 1-channel digit classifier for
   stacked-MNIST-style RGB data, see mode_coverage.py). Metrics that compare classes with the dataset's
   are refused for networks whose classes are their own (a label prior, e.g. selfcond's clusters).
@@ -41,6 +44,7 @@ from torch_utils import misc
 
 from . import (
     class_metrics,
+    clip_features,
     detectors,
     frechet_inception_distance,
     inception_score,
@@ -242,6 +246,26 @@ def ppl_wend(opts):
 _INCEPTION_FEATURES = dict(return_features=True)
 
 
+_CLIP_FEATURES = dict(return_features=True)
+
+
+@register_metric
+def fid_clip50k_full(opts):
+    """FID_CLIP: the Frechet distance of CLIP ViT-B/32 image embeddings, 50k fakes vs all reals (clip_features.py)."""
+    opts.dataset_kwargs.update(max_size=None, xflip=False)
+    fid = frechet_inception_distance.compute_fid(opts, max_real=None, num_gen=50000, detector_url=clip_features.CLIP_URL,
+                                                 detector_kwargs=_CLIP_FEATURES)
+    return dict(fid_clip50k_full=fid)
+
+
+@register_metric(needs_labels=True)
+def ifid_clip50k_full(opts):
+    """Intra-class FID_CLIP: mean over classes of the FID_CLIP of each class's reals and fakes (+ per class)."""
+    opts.dataset_kwargs.update(max_size=None, xflip=False)
+    return class_metrics.compute_intra_class_fd(opts, "ifid_clip50k_full", num_gen=opts.num_gen(50000),
+                                                detector_url=clip_features.CLIP_URL, detector_kwargs=_CLIP_FEATURES)
+
+
 @register_metric(needs_labels=True)
 def ifid50k_full(opts):
     opts.dataset_kwargs.update(max_size=None, xflip=False)
@@ -368,6 +392,15 @@ def class_consistency(opts):
 def div_cls(opts):
     path = _classifier(opts)
     return class_metrics.compute_intra_class_diversity(opts, "div_cls", num_gen=opts.num_gen(10000), classifier_path=path)
+
+
+@register_metric(needs_labels=True)
+def cls_quality(opts):
+    """class_consistency and div_cls (with div_cls_ratio, fakes' / reals' intra-class diversity) of one set of 10k
+    class-balanced fakes: the two measures of a conditional generator's quality for the cost of one pass."""
+    path = _classifier(opts)
+    return class_metrics.compute_intra_class_diversity(opts, "cls_quality", num_gen=opts.num_gen(10000),
+                                                       classifier_path=path, with_consistency=True)
 
 
 __all__ = ["register_metric", "is_valid_metric", "list_valid_metrics", "check_metric", "calc_metric", "report_metric",

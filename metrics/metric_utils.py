@@ -101,7 +101,7 @@ def get_feature_detector_and_info(url, device=torch.device("cpu"), num_gpus=1, r
         st = os.stat(path)
         key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, str(device), want)
         if key not in _detector_cache:
-            module, info = detectors.load_detector(path, device=device, sha256=want)
+            module, info = detectors.load_detector(path, device=device, sha256=want, name=detectors.detector_name(url))
             info.update(name=detectors.detector_name(url), url=url if detectors.is_remote(url) else None, source=source)
             _detector_cache[key] = (module, info)
     finally:

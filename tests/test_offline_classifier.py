@@ -140,3 +140,16 @@ def test_div_cls_reports_the_reals_diversity_and_the_ratio_that_shows_collapse(d
     first = [int(np.flatnonzero(labels == k)[0]) for k in range(10)]
     collapsed = metric_main.calc_metric("div_cls", G=ImageBankGenerator(images[first], labels[first], c_dim=10), **kwargs).results
     assert collapsed.div_cls_ratio < 0.01 and collapsed.div_cls_real == pytest.approx(varied.div_cls_real)
+
+
+def test_cls_quality_gives_consistency_and_diversity_of_one_set_of_fakes(digits):
+    """The combined metric agrees with class_consistency and div_cls, and its consistency sees wrong classes."""
+    _path, info, images, labels = held_out_digits(digits)
+    kwargs = dict(dataset_kwargs=dataset_kwargs(digits, use_labels=True), device="cpu", num_gen_override=400, seed=3)
+    both = metric_main.calc_metric("cls_quality", G=ImageBankGenerator(images, labels, c_dim=10), **kwargs).results
+    div = metric_main.calc_metric("div_cls", G=ImageBankGenerator(images, labels, c_dim=10), **kwargs).results
+    assert both.class_consistency == pytest.approx(info["test_accuracy"], abs=0.05), both
+    assert both.div_cls_ratio == pytest.approx(div.div_cls_ratio, abs=1e-9)  # Same balanced fakes, same features.
+    assert set(f"class_consistency_c{k}" for k in range(10)) <= set(both)
+    shifted = metric_main.calc_metric("cls_quality", G=ImageBankGenerator(images, (labels + 1) % 10, c_dim=10), **kwargs).results
+    assert shifted.class_consistency < 0.1, shifted  # Every image conditioned on the next class: judged wrong.

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import dnnlib
 from plugins import PluginError, hookimpl
 from plugins.testing import run_tiny_training, save_tiny_backbone
 from plugins.vision_aided import VisionAided, backbones, losses, probe
@@ -503,3 +504,15 @@ def test_heads_from_a_missing_state_names_the_option_and_what_to_pass(tmp_path):
     with pytest.raises(PluginError, match=r"--va-heads-from=.*no training state at .*training-state-000010\.pt; pass a "
                                           r"training-state-\*\.pt file or a snapshot with its state beside it"):
         plugin._heads_state()
+
+
+def test_metrics_in_a_backbones_feature_space_are_flagged_as_biased():
+    plugin = VisionAided(va_backbones="clip", va_random_init=True)
+    with pytest.warns(UserWarning, match="'fid_clip50k_full' uses the image embedding of CLIP ViT-B/32.*biased"):
+        plugin.gan_configure(config=dnnlib.EasyDict(metrics=["fid_clip50k_full", "fid50k_full"]))
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plugin.gan_configure(config=dnnlib.EasyDict(metrics=["fid50k_full"]))
+    assert not [w for w in caught if "biased" in str(w.message)]

@@ -388,6 +388,8 @@ def _shared_feature_space(backbone, metric, explicit_path=None):
     """Why ``metric`` measures in (or next to) the feature space of ``backbone``, or None."""
     if backbone == "vgg" and metric.startswith(_VGG16_METRICS):
         return "uses VGG16 ImageNet features, the family of the vgg backbone"
+    if backbone == "clip" and "clip" in metric:
+        return "uses the image embedding of CLIP ViT-B/32, the clip backbone"
     if backbone.startswith("torchscript:") and any(m in metric for m in _CLASSIFIER_MARKERS):
         import dnnlib
 

@@ -23,14 +23,12 @@ and the tests' tiny random ones load through the same code):
 
 import math
 import os
-import sys
-import types
-import warnings
 
 import torch
 import torch.nn.functional as F
 
 from plugins import PluginError
+from torch_utils import vision_libraries
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -54,35 +52,13 @@ def kind_of(name):
 
 
 def import_library(module_name, backbone):
-    """Import timm / open_clip / antialiased_cnns, with a message that names the extra when it is missing.
-
-    These libraries import torchvision. A torchvision wheel built for another torch variant (e.g. the CUDA
-    wheel from PyPI next to a CPU-only torch) fails while registering its compiled detection ops, which
-    none of the backbones uses; it is then imported without them, with a warning.
-    """
+    """Import timm / open_clip / antialiased_cnns (torch_utils/vision_libraries.py), with a message that names the
+    extra when it is missing."""
     try:
-        _import_torchvision()
-        return __import__(module_name)
+        return vision_libraries.import_vision_library(module_name)
     except ImportError as exc:
         raise PluginError(f"vision_aided: backbone {backbone!r} needs the Python package {module_name!r} ({exc}); "
                           f"install the optional extra: {EXTRA_HINT}") from None
-
-
-def _import_torchvision():
-    try:
-        import torchvision  # noqa: F401
-    except RuntimeError as exc:
-        if "torchvision::" not in str(exc):
-            raise
-        for key in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
-            del sys.modules[key]
-        # The failing module only registers meta kernels of torchvision's C++ ops (nms, roi_align...).
-        sys.modules["torchvision._meta_registrations"] = types.ModuleType("torchvision._meta_registrations")
-        import torchvision  # noqa: F401
-
-        warnings.warn(f"torchvision's compiled ops do not match torch {torch.__version__} ({exc}); imported without "
-                      "them (the vision backbones do not use them). Install the torchvision build made for this torch "
-                      "to silence this.")
 
 
 # ----------------------------------------------------------------------------- wrapper

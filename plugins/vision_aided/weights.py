@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Dict, Optional
 
 import dnnlib
+from metrics import detectors
 from plugins import PluginError
 
 WEIGHTS_DIR_ENV = "GAN_VA_WEIGHTS_DIR"
@@ -32,10 +33,8 @@ class WeightsSource:
 
 
 SOURCES: Dict[str, WeightsSource] = {
-    "clip": WeightsSource("ViT-B-32.pt", "OpenAI CLIP release",
-                          "https://openaipublic.azureedge.net/clip/models/"
-                          "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
-                          "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"),
+    "clip": WeightsSource("ViT-B-32.pt", "OpenAI CLIP release", detectors.CLIP_URL,  # The CLIP metrics' file too.
+                          detectors.PUBLISHED_SHA256[detectors.CLIP_NAME]),
     "dino": WeightsSource("dino_vitbase16_pretrain.pth", "DINO release (facebookresearch/dino)",
                           "https://dl.fbaipublicfiles.com/dino/dino_vitbase16_pretrain/dino_vitbase16_pretrain.pth"),
     "swin": WeightsSource("moby_swin_t_300ep_pretrained.pth", "MoBY self-supervised Swin-T (SwinTransformer/"
