@@ -1,11 +1,12 @@
-"""Limited data: a conditional baseline vs transitional-cGAN on 30 Fashion-MNIST images per class (CPU).
+"""Limited data: a conditional baseline vs transitional-cGAN on a few images per class (CPU).
 
   python experiments/limited_transitional.py run --out=experiments/limited --kimg=30
 
 Steps (each skipped when its output exists):
-1. Fashion-MNIST at 32 px (Debian dataset-fashion-mnist) with dataset_tool.py, and a label file that keeps
+1. Fashion-MNIST at 32 px (Debian dataset-fashion-mnist; or --source=digits:16, scikit-learn's digits at 16 px)
+   with dataset_tool.py, and a label file that keeps
    --per-class images of each class (seeded), in --out.
-2. train both configurations with every seed (tiny preset, ADA), snapshots at --points evenly spaced kimg;
+2. train both configurations with every seed (tiny preset, ADA unless --aug=noaug), snapshots at --points evenly spaced kimg;
    transitional ramps the class in from 20 % to 40 % of the run (as the spec's short-run setting).
 3. evaluate every snapshot against the *full* training set (60 000 images, the project's offline classifier):
    fd_cls (Frechet distance in the classifier's features), ifd_cls (intra-class FD), class_consistency,
@@ -26,13 +27,16 @@ import runner  # noqa: E402
 CONFIGS = ("conditional", "transitional")
 METRICS = ["fd_cls", "ifd_cls", "class_consistency", "div_cls"]
 COLUMNS = [("fd_cls", "FD_cls", 1), ("ifd_cls", "iFD_cls", 1), ("class_consistency", "consistency", 3),
-           ("div_cls", "diversity", 2)]
+           ("div_cls", "diversity", 2), ("div_cls_ratio", "diversity / reals'", 3)]
 
 
-def prepare(out, per_class, seed=0):
-    data = os.path.join(out, "fashion32.zip")
+SOURCES = {"fashion-mnist": "fashion32.zip", "digits:16": "digits16.zip"}  # dataset_tool.py --source: file name
+
+
+def prepare(out, per_class, seed=0, source="fashion-mnist"):
+    data = os.path.join(out, SOURCES[source])
     if not os.path.exists(data):
-        runner.sh([sys.executable, "dataset_tool.py", "--source=fashion-mnist", f"--dest={data}"],
+        runner.sh([sys.executable, "dataset_tool.py", f"--source={source}", f"--dest={data}"],
                   os.path.join(out, "dataset_tool.txt"))
     subset = os.path.join(out, f"per_class_{per_class}.json")
     if not os.path.exists(subset):
@@ -81,23 +85,26 @@ def report(out, seeds):
 @click.option("--points", type=int, default=3, show_default=True, help="Snapshots (curve points) per run, kimg 0 included")
 @click.option("--parallel", type=int, default=2, show_default=True)
 @click.option("--num-gen", type=int, default=2000, show_default=True)
+@click.option("--source", type=click.Choice(list(SOURCES)), default="fashion-mnist", show_default=True,
+              help="dataset_tool.py --source (Fashion-MNIST 32 px or scikit-learn's digits 16 px)")
+@click.option("--aug", type=click.Choice(["ada", "noaug"]), default="ada", show_default=True, help="train.py --aug")
 @click.pass_context
-def run(ctx, out, kimg, per_class, seeds, points, parallel, num_gen):
+def run(ctx, out, kimg, per_class, seeds, points, parallel, num_gen, source, aug):
     """Prepare, train, evaluate, report."""
     if kimg % (points - 1):
         raise click.BadParameter(f"must be a multiple of --points - 1 = {points - 1} (snapshots fall on whole kimg)",
                                  param_hint="--kimg")
     out = os.path.abspath(out)
     os.makedirs(out, exist_ok=True)
-    data, subset = prepare(out, per_class)
+    data, subset = prepare(out, per_class, source=source)
     t_start, t_end = 0.2 * kimg, 0.4 * kimg
     common = [f"--data={data}", "--cond=1", f"--subset={subset}", "--cfg=tiny", f"--kimg={kimg}",
-              f"--tick={kimg // (points - 1)}", "--snap=1", "--metrics=none", "--workers=0", "--tensorboard=0"]
+              f"--tick={kimg // (points - 1)}", "--snap=1", "--metrics=none", "--workers=0", "--tensorboard=0", f"--aug={aug}"]
     extra = {"conditional": [], "transitional": ["--plugins=transitional", f"--trans-start-kimg={t_start:g}",
                                                  f"--trans-end-kimg={t_end:g}"]}
     runs = [(name, seed, common + extra[name]) for seed in range(seeds) for name in CONFIGS]
     meta = dict(command="python experiments/limited_transitional.py run " + " ".join(sys.argv[2:]), kimg=kimg,
-                per_class=per_class, seeds=seeds, t_start=t_start, t_end=t_end, num_gen=num_gen)
+                per_class=per_class, seeds=seeds, t_start=t_start, t_end=t_end, num_gen=num_gen, source=source, aug=aug)
     runner.run_experiment(out, runs, kimg, parallel, lambda run_dir: [
         sys.executable, os.path.abspath(__file__), "evaluate", run_dir, f"--num-gen={num_gen}"], meta)
     ctx.invoke(report, out=out, seeds=seeds)

@@ -35,6 +35,8 @@ import runner  # noqa: E402
 CONFIGS = {  # name: train.py arguments
     "baseline": [],
     "noisytwins": ["--plugins=noisytwins"],
+    # For --cfg=tiny (w_dim 64): lambda_NT scaled by 512 / w_dim, as docs/plugins.md says, to keep the term's size.
+    "noisytwins-w64": ["--plugins=noisytwins", "--nt-lambda=0.08"],
     "noise-only": ["--plugins=noisytwins", "--nt-lambda=0"],
     "utlo": ["--plugins=utlo", "--utlo-res-uc=8"],
     "utlo-no-uc-loss": ["--plugins=utlo", "--utlo-res-uc=8", "--utlo-add-uc=0"],
@@ -54,13 +56,14 @@ STATS = {  # stats.jsonl key: name in the results
 }
 TABLE = [("fd_cls_many", "FD many", 1), ("fd_cls_medium", "FD medium", 1), ("fd_cls_few", "FD few", 1),
          ("kd_cls_few", "KD few", 2), ("class_consistency_many", "cons. many", 3), ("class_consistency_few", "cons. few", 3),
-         ("div_cls_few", "div few", 2), ("ifd_cls", "iFD", 1), ("w_spread_few_over_many", "w spread few/many", 3),
+         ("div_cls_ratio_many", "div ratio many", 2), ("div_cls_ratio_few", "div ratio few", 2), ("ifd_cls", "iFD", 1), ("w_spread_few_over_many", "w spread few/many", 3),
          ("lowres_class_dependence", "8px class dep.", 3)]
 STATS_TABLE = [("loss_D_c", "D_c loss"), ("loss_D_uc", "D_uc loss"), ("loss_G_c", "G_c loss"), ("loss_G_uc", "G_uc loss"),
                ("barlow_invariance", "Barlow invariance"), ("barlow_redundancy", "Barlow redundancy")]
 PLOTS = [("fd_cls_few", "FD_cls few"), ("fd_cls_medium", "FD_cls medium"), ("fd_cls_many", "FD_cls many"),
          ("kd_cls_few", "KD_cls few"), ("class_consistency_few", "consistency few"), ("class_consistency_many", "consistency many"),
-         ("div_cls_few", "diversity few"), ("ifd_cls", "intra-class FD"), ("w_spread_few_over_many", "w spread few / many")]
+         ("div_cls_ratio_few", "diversity few / reals'"), ("div_cls_ratio_many", "diversity many / reals'"),
+         ("ifd_cls", "intra-class FD"), ("w_spread_few_over_many", "w spread few / many")]
 MECHANISM_PLOTS = [("lowres_class_dependence", "8x8 image: var over classes / var over z"),
                    ("barlow_invariance", "Barlow invariance term (per tick)"),
                    ("loss_D_c", "D loss, conditional (full res)"), ("loss_D_uc", "D loss, unconditional (8x8)")]
@@ -69,11 +72,14 @@ MECHANISM_PLOTS = [("lowres_class_dependence", "8x8 image: var over classes / va
 # ----------------------------------------------------------------------------- data and length
 
 
-def prepare_data(out, imf):
-    data = os.path.join(out, "fashion32.zip")
+SOURCES = {"fashion-mnist": "fashion32.zip", "digits:16": "digits16.zip"}  # dataset_tool.py --source: file name
+
+
+def prepare_data(out, imf, source="fashion-mnist"):
+    data = os.path.join(out, SOURCES[source])
     label_file = f"lt_{imf:g}.json"
     if not os.path.exists(data):
-        runner.sh([sys.executable, "dataset_tool.py", "--source=fashion-mnist", f"--dest={data}"],
+        runner.sh([sys.executable, "dataset_tool.py", f"--source={source}", f"--dest={data}"],
                   os.path.join(out, "dataset_tool.txt"))
     with zipfile.ZipFile(data) as z:
         has_lt = label_file in z.namelist()
@@ -86,8 +92,8 @@ def prepare_data(out, imf):
     return data, label_file
 
 
-def train_args(data, label_file, config, kimg, points, cfg):
-    return [f"--data={data}", "--cond=1", f"--subset={label_file}", f"--cfg={cfg}", f"--kimg={kimg:g}",
+def train_args(data, label_file, config, kimg, points, cfg, aug="ada"):
+    return [f"--data={data}", "--cond=1", f"--subset={label_file}", f"--cfg={cfg}", f"--kimg={kimg:g}", f"--aug={aug}",
             f"--tick={kimg / (points - 1):g}", "--snap=1", "--metrics=none", "--workers=0", "--tensorboard=0",
             *CONFIGS[config]]
 
@@ -288,8 +294,11 @@ def report(out, seeds):
 @click.option("--num-gen", type=int, default=2000, show_default=True, help="Fakes per metric (and per band)")
 @click.option("--imf", type=float, default=100, show_default=True, help="Imbalance factor for lt_dataset.py")
 @click.option("--cfg", default="tiny512", show_default=True, help="train.py --cfg")
+@click.option("--source", type=click.Choice(list(SOURCES)), default="fashion-mnist", show_default=True,
+              help="dataset_tool.py --source of the balanced dataset (Fashion-MNIST 32 px or scikit-learn's digits 16 px)")
+@click.option("--aug", type=click.Choice(["ada", "noaug"]), default="ada", show_default=True, help="train.py --aug")
 @click.pass_context
-def run(ctx, out, budget_min, kimg, seeds, configs, points, parallel, num_gen, imf, cfg):
+def run(ctx, out, budget_min, kimg, seeds, configs, points, parallel, num_gen, imf, cfg, source, aug):
     """Prepare the data, pick the length, train, evaluate and report."""
     configs = [c.strip() for c in configs.split(",") if c.strip()]
     unknown = [c for c in configs if c not in CONFIGS]
@@ -300,7 +309,7 @@ def run(ctx, out, budget_min, kimg, seeds, configs, points, parallel, num_gen, i
     out = os.path.abspath(out)
     os.makedirs(out, exist_ok=True)
     start = time.time()
-    data, label_file = prepare_data(out, imf)
+    data, label_file = prepare_data(out, imf, source)
     timing = None
     if kimg is None:
         timing = probe(out, data, label_file, parallel, cfg, num_gen)
@@ -308,11 +317,13 @@ def run(ctx, out, budget_min, kimg, seeds, configs, points, parallel, num_gen, i
         runner.log(f"probe: {timing['sec_per_kimg']:.1f} s/kimg with {parallel} trainings side by side, "
                    f"{timing['eval_s']:.0f} s per evaluation; {kimg:g} kimg per run fits {budget_min:g} min")
     meta = dict(command="python experiments/longtail.py run " + " ".join(sys.argv[2:]), kimg=kimg, seeds=seeds,
-                configs=configs, points=points, parallel=parallel, num_gen=num_gen, imf=imf, cfg=cfg, timing=timing,
+                configs=configs, points=points, parallel=parallel, num_gen=num_gen, imf=imf, cfg=cfg, source=source, aug=aug,
+                timing=timing,
                 machine=f"{os.cpu_count()} CPU cores", started=time.strftime("%Y-%m-%d %H:%M"))
     json.dump(meta, open(os.path.join(out, "run.json"), "w"), indent=2)
     pool = runner.Pool(parallel)
-    runs = [(config, seed, train_args(data, label_file, config, kimg, points, cfg)) for seed in range(seeds) for config in configs]
+    runs = [(config, seed, train_args(data, label_file, config, kimg, points, cfg, aug)) for seed in range(seeds)
+            for config in configs]
     runner.schedule_runs(pool, out, runs, kimg, lambda run_dir: eval_args(run_dir, num_gen))
     pool.run()
     meta["minutes"] = (time.time() - start) / 60
