@@ -129,6 +129,15 @@ def generate_video(G, seeds, class_idx, truncation_psi, noise_mode, path, frames
 
     if len(seeds) < 2:
         raise click.ClickException("--video needs at least two seeds")
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".gif", ".mp4"):
+        raise click.ClickException(f"--video={path}: use a .gif or .mp4 file name")
+    if ext == ".mp4":
+        try:
+            import imageio_ffmpeg  # noqa: F401 - imageio writes MP4 through it.
+        except ImportError:
+            raise click.ClickException(f"--video={path}: MP4 needs imageio-ffmpeg (pip install -e \".[video]\"); "
+                                       "or write a .gif, which needs nothing more") from None
     label = make_labels(G, class_idx, 1, device)
     ws = [G.mapping(seed_z(G, s, device), label, truncation_psi=truncation_psi) for s in seeds]
     frames = []
@@ -138,9 +147,6 @@ def generate_video(G, seeds, class_idx, truncation_psi, noise_mode, path, frames
             img = G.synthesis(w0.lerp(w1, float(t)), noise_mode=noise_mode)
             frame = to_uint8(img)[0]
             frames.append(frame[:, :, 0] if frame.shape[2] == 1 else frame)
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in (".gif", ".mp4"):
-        raise click.ClickException(f"--video={path}: use a .gif or .mp4 file name")
     with dnnlib.util.atomic_path(path) as tmp:
         tmp_with_ext = tmp + ext  # imageio picks the format from the extension.
         try:

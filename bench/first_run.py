@@ -20,7 +20,9 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONSISTENCY_RE = re.compile(r"Final class_consistency: class_consistency = ([0-9.]+)")
+# train.py's summary: "Final <metric>: class_consistency = 0.97, ..., div_cls_ratio = 0.91, ..." (any metric that has them).
+CONSISTENCY_RE = re.compile(r"^Final \w+: .*?\bclass_consistency = ([0-9.]+)", flags=re.M)
+DIVERSITY_RE = re.compile(r"^Final \w+: .*?\bdiv_cls_ratio = ([0-9.]+)", flags=re.M)
 
 
 def readme_commands(readme_path):
@@ -66,6 +68,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--in-place", action="store_true", help="run in this tree instead of a copy of it")
     parser.add_argument("--min-consistency", type=float, help="exit 1 when the printed class consistency is lower")
+    parser.add_argument("--min-diversity", type=float,
+                        help="exit 1 when the printed diversity ratio (fakes' / reals' intra-class diversity) is lower")
     parser.add_argument("--then-tests", action="store_true", help="then run the README's test command in the same venv")
     parser.add_argument("--then-gpu-smoke", action="store_true",
                         help="then run bench/gpu_check.py --smoke in the same venv (its CPU stand-in for the GPU check)")
@@ -84,18 +88,21 @@ def main():
         subprocess.run([sys.executable, "-m", "venv", venv], check=True)
         rc, output = run_in_venv(first, workdir, venv)
         wall = time.time() - start
-        m = CONSISTENCY_RE.findall(output)
-        consistency = float(m[-1]) if m else None
+        found = {name: (float(m[-1]) if m else None)
+                 for name, m in (("class consistency", CONSISTENCY_RE.findall(output)),
+                                 ("diversity ratio", DIVERSITY_RE.findall(output)))}
         print(f"\nfirst command: exit code {rc}, wall time {wall:.0f} s ({wall / 60:.1f} min, venv and install included), "
-              f"class consistency {consistency if consistency is not None else 'not printed'}", flush=True)
+              + ", ".join(f"{name} {'not printed' if v is None else v}" for name, v in found.items()), flush=True)
         if rc != 0:
             return rc
-        if args.min_consistency is not None:
-            if consistency is None:
-                print("error: the run did not print its final class consistency", flush=True)
+        for name, minimum in (("class consistency", args.min_consistency), ("diversity ratio", args.min_diversity)):
+            if minimum is None:
+                continue
+            if found[name] is None:
+                print(f"error: the run did not print its final {name}", flush=True)
                 return 1
-            if consistency < args.min_consistency:
-                print(f"error: class consistency {consistency:.3f} is below {args.min_consistency}", flush=True)
+            if found[name] < minimum:
+                print(f"error: {name} {found[name]:.3f} is below {minimum}", flush=True)
                 return 1
         if args.then_tests:
             print(f"\nREADME test command: {tests}\n", flush=True)

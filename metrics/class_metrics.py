@@ -222,12 +222,14 @@ def compute_intra_class_diversity(opts, metric, num_gen, classifier_path, with_c
             feats = real[k].get_all()
             real_div[k] = mean_pairwise_distance(feats[rng.permutation(len(feats))[:1000]])
     ratio = {k: div[k] / real_div[k] for k in div if real_div.get(k, 0) > 0}
-    results = dict(div_cls=float(np.mean(list(div.values()))), **per_class_results("div_cls", div))
-    if with_consistency:
-        results.update(_consistency_from_features(opts, classifier_path, gen, c_dim))
+    # The summary values first (the order train.py prints them in), per-class values after.
+    results = _consistency_from_features(opts, classifier_path, gen, c_dim) if with_consistency else {}
     if ratio:
-        results.update(div_cls_real=float(np.mean([real_div[k] for k in ratio])),
-                       div_cls_ratio=float(np.mean(list(ratio.values()))), **per_class_results("div_cls_ratio", ratio))
+        results.update(div_cls_ratio=float(np.mean(list(ratio.values()))))
+    results.update(div_cls=float(np.mean(list(div.values()))))
+    if ratio:
+        results.update(div_cls_real=float(np.mean([real_div[k] for k in ratio])), **per_class_results("div_cls_ratio", ratio))
+    results.update(per_class_results("div_cls", div))
     lt = metric_utils.read_lt_info(opts.dataset_kwargs)
     if lt is not None and isinstance(lt.get("bands"), dict):
         for band in BANDS:

@@ -21,7 +21,7 @@ def load_first_run():
 def test_readme_commands_are_found_and_need_no_extras():
     first, tests = load_first_run().readme_commands(os.path.join(REPO, "README.md"))
     assert first.startswith("pip install -e . && ") and "[" not in first.split("&&")[0]  # No extras for the first run.
-    assert "train.py" in first and "--metrics=class_consistency" in first
+    assert "train.py" in first and "--metrics=cls_quality" in first  # Prints consistency and the diversity ratio.
     assert tests == 'pip install -e ".[dev]" && ruff check . && python -m pytest -q'
 
 
@@ -32,9 +32,13 @@ def test_readme_without_commands_is_refused(tmp_path):
         load_first_run().readme_commands(str(readme))
 
 
-def test_consistency_line_is_parsed():
+def test_consistency_and_diversity_lines_are_parsed():
+    first_run = load_first_run()
     text = "tick 15 ...\nFinal class_consistency: class_consistency = 0.9867 (recorded in x.jsonl)\n"
-    assert load_first_run().CONSISTENCY_RE.findall(text) == ["0.9867"]
+    assert first_run.CONSISTENCY_RE.findall(text) == ["0.9867"] and first_run.DIVERSITY_RE.findall(text) == []
+    text = ("Final cls_quality: class_consistency = 0.9712, div_cls_ratio = 0.8830, div_cls = 3.2100, div_cls_real = 3.6400 "
+            "(recorded in x.jsonl)\nFinal samples: grid.png\n")
+    assert first_run.CONSISTENCY_RE.findall(text) == ["0.9712"] and first_run.DIVERSITY_RE.findall(text) == ["0.8830"]
 
 
 @pytest.mark.parametrize("cpus, workers", [(1, 0), (2, 1), (4, 3), (64, 3)])
