@@ -61,24 +61,33 @@ def _read_state_dict(path):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every unreadable file gets the same message.
-        raise MetricError(f"CLIP detector {path!r} is neither OpenAI's ViT-B-32.pt nor a state dict: "
-                          f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__}") from None
+        raise MetricError(f"{path} is neither OpenAI's CLIP release file nor a state dict: {_first_line(exc)}") from None
     if not isinstance(state, dict):
-        raise MetricError(f"CLIP detector {path!r} holds a {type(state).__name__}, not a state dict")
+        raise MetricError(f"{path} holds a {type(state).__name__}, not a state dict of OpenAI's CLIP")
     return state
 
 
-def load_clip_embedder(path):
-    """ClipImageEmbedder from an OpenAI CLIP weights file (the architecture is read off the weights)."""
+def _first_line(exc):
+    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
+
+
+def load_clip_visual(path):
+    """OpenAI CLIP's visual tower in float32, from its release file or a state dict with the same keys (the
+    architecture is read off the weights); MetricError when the file is neither. The vision-aided plugin's clip
+    backbone is built by this too."""
     try:
         vision_libraries.import_vision_library("open_clip")
         from open_clip.model import build_model_from_openai_state_dict
     except ImportError:
-        raise MetricError('the CLIP metrics need open_clip: pip install -e ".[vision]" (open-clip-torch)') from None
+        raise MetricError('CLIP needs open_clip: pip install -e ".[vision]" (open-clip-torch)') from None
     state = _read_state_dict(path)
     try:
         model = build_model_from_openai_state_dict(dict(state), cast_dtype=None)
     except (KeyError, RuntimeError, ZeroDivisionError) as exc:
-        raise MetricError(f"CLIP detector {path!r} is not an OpenAI CLIP ViT checkpoint: "
-                          f"{str(exc).strip().splitlines()[0][:200]}") from None
-    return ClipImageEmbedder(model.visual)
+        raise MetricError(f"{path} is not an OpenAI CLIP ViT checkpoint: {_first_line(exc)}") from None
+    return model.visual.float()
+
+
+def load_clip_embedder(path):
+    """ClipImageEmbedder from an OpenAI CLIP weights file."""
+    return ClipImageEmbedder(load_clip_visual(path))

@@ -82,3 +82,14 @@ def test_a_generator_replaying_the_data_has_small_fid_clip_and_intra_class_fid_c
     assert all(np.isfinite(v) and v >= 0 for v in results.values())
     assert results["replay", "fid_clip50k_full"] < 0.1 * results["fixed", "fid_clip50k_full"]
     assert results["replay", "ifid_clip50k_full"] < 0.1 * results["fixed", "ifid_clip50k_full"]
+
+
+def test_a_file_that_is_not_clip_is_named_in_the_error(tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a weights file")
+    with pytest.raises(detectors.MetricError, match="garbage.pt is neither OpenAI's CLIP release file nor a state dict"):
+        clip_features.load_clip_embedder(str(garbage))
+    other = tmp_path / "other.pt"
+    torch.save({"conv.weight": torch.zeros(2, 2)}, other)
+    with pytest.raises(detectors.MetricError, match="other.pt is not an OpenAI CLIP ViT checkpoint"):
+        clip_features.load_clip_embedder(str(other))

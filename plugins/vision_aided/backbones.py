@@ -27,6 +27,8 @@ import os
 import torch
 import torch.nn.functional as F
 
+from metrics import clip_features
+from metrics.detectors import MetricError
 from plugins import PluginError
 from torch_utils import vision_libraries
 
@@ -138,21 +140,16 @@ class ClipExtractor(torch.nn.Module):
 
 def build_clip(path, random_init):
     open_clip = import_library("open_clip", "clip")
-    from open_clip.model import build_model_from_openai_state_dict
 
     if random_init and path is None:
         visual = open_clip.create_model("ViT-B-32", pretrained=None).visual
     else:
-        try:  # OpenAI's release is a TorchScript archive; a plain state dict works too.
-            state = torch.jit.load(path, map_location="cpu").state_dict()
-        except RuntimeError:
-            state = _load_state_dict(path, "clip")
-        state = {k: v for k, v in state.items()}
+        # OpenAI's release (a TorchScript archive, only its tensors used) or a plain state dict, read as the
+        # CLIP metrics read it.
         try:
-            model = build_model_from_openai_state_dict(state, cast_dtype=None)
-        except (KeyError, RuntimeError, ZeroDivisionError) as exc:
-            raise PluginError(f"vision_aided: {path} is not an OpenAI CLIP ViT checkpoint: {_short(exc)}") from None
-        visual = model.visual
+            visual = clip_features.load_clip_visual(path)
+        except MetricError as exc:
+            raise PluginError(f"vision_aided: backbone 'clip': {exc}") from None
     return Backbone("clip", ClipExtractor(visual.float()), visual.image_size[0] if isinstance(
         visual.image_size, (tuple, list)) else visual.image_size, CLIP_MEAN, CLIP_STD, "vit")
 
