@@ -17,6 +17,7 @@ itself, or, when its label file is a long-tailed one written by lt_dataset.py, t
 import os
 
 import numpy as np
+import torch
 
 from . import frechet_inception_distance, kernel_inception_distance, metric_utils, offline_classifier
 from .metric_utils import FeatureStats, MetricError
@@ -145,7 +146,10 @@ def compute_class_consistency(opts, metric, num_gen, classifier_path):
 def _consistency_from_features(opts, classifier_path, gen_by_class, c_dim):
     """class_consistency (+ per class and band) of fakes grouped by class, from their classifier features."""
     detector = metric_utils.get_feature_detector(classifier_path, device=opts.device, opts=opts)
-    out = detector.out  # The offline classifier's last layer: logits = out(features).
+    out = getattr(detector, "out", None)  # The offline classifier's last layer: logits = out(features).
+    if not isinstance(getattr(out, "weight", None), torch.Tensor) or not isinstance(getattr(out, "bias", None), torch.Tensor):
+        raise MetricError(f"cls_quality needs a classifier whose logits are out(features), as the project's offline "
+                          f"classifier's; {classifier_path} has no such 'out' layer: use class_consistency and div_cls")
     weight, bias = out.weight.detach().cpu().double().numpy(), out.bias.detach().cpu().double().numpy()
     if weight.shape[0] != c_dim:
         raise MetricError(f"class consistency: the classifier has {weight.shape[0]} classes but the network has c_dim={c_dim}")

@@ -153,3 +153,20 @@ def test_cls_quality_gives_consistency_and_diversity_of_one_set_of_fakes(digits)
     assert set(f"class_consistency_c{k}" for k in range(10)) <= set(both)
     shifted = metric_main.calc_metric("cls_quality", G=ImageBankGenerator(images, (labels + 1) % 10, c_dim=10), **kwargs).results
     assert shifted.class_consistency < 0.1, shifted  # Every image conditioned on the next class: judged wrong.
+
+
+class _NoOutLayer(torch.nn.Module):
+    """A classifier without the project's `out` layer: features and logits are not linked the same way."""
+
+    def forward(self, images: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        x = images.float().mean(dim=1).flatten(1)[:, :10]
+        return x if return_features else x * 2
+
+
+def test_cls_quality_refuses_a_classifier_without_an_output_layer(digits, tmp_path):
+    _path, _info, images, labels = held_out_digits(digits)
+    path = str(tmp_path / "other-classifier.pt")
+    torch.jit.save(torch.jit.script(_NoOutLayer()), path)
+    with pytest.raises(metric_utils.MetricError, match="other-classifier.pt has no such 'out' layer: use class_consistency and div_cls"):
+        metric_main.calc_metric("cls_quality", G=ImageBankGenerator(images, labels, c_dim=10), detector=dict(classifier=path),
+                                dataset_kwargs=dataset_kwargs(digits, use_labels=True), device="cpu", num_gen_override=40, seed=3)
