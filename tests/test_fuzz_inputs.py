@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from training import safe_export, trusted_classes
@@ -75,6 +75,7 @@ BASE_CONFIG = base_config()
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(config=mutations(BASE_CONFIG))
+@example(config=dict(BASE_CONFIG, plugin_kwargs=None))  # Found by CI: null plugin_kwargs is read as no plugins.
 def test_any_run_config_is_accepted_only_with_allowed_classes(config):
     try:
         trusted_classes.check_run_config(config, "fuzz")
@@ -96,7 +97,7 @@ def test_any_run_config_is_accepted_only_with_allowed_classes(config):
     assert all(name in trusted_classes.ALLOWED.get(path, ()) for path, name in named), named
     installed = trusted_classes.installed_plugin_classes()
     assert all("module" not in entry and entry.get("class_name") in installed
-               for entry in config.get("plugin_kwargs", {}).values())
+               for entry in (config.get("plugin_kwargs") or {}).values())  # null: no plugins, as the loader reads it
 
 
 # ----------------------------------------------------------------------------- safetensors headers
