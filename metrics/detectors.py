@@ -192,6 +192,6 @@ def load_detector(url_or_path: str, device=torch.device("cpu"), detector_dir: Op
         except Exception as exc:
             raise MetricError(f"Feature detector file {path!r} is not a loadable TorchScript module: {exc}") from None
     module = module.eval().to(device)
-    info = dict(name=detector_name(url_or_path), file=os.path.abspath(path), source=source, sha256=digest,
+    info = dict(name=name, file=os.path.abspath(path), source=source, sha256=digest,
                 url=url_or_path if is_remote(url_or_path) else None)
     return module, info

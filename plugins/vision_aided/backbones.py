@@ -32,8 +32,7 @@ from metrics.detectors import MetricError
 from plugins import PluginError
 from torch_utils import vision_libraries
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CLIP_MEAN, CLIP_STD = clip_features.CLIP_MEAN, clip_features.CLIP_STD  # CLIP's own statistics, as the CLIP metrics use.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
