@@ -256,7 +256,7 @@ CORE_OPTIONS = [
     click.Option(["--allow-tf32"], help="Allow PyTorch to use TF32 internally", type=bool, metavar="BOOL"),
     click.Option(["--omp-wait"], help="How idle CPU threads wait: passive (sleep; robust when the CPU is shared), active (spin; faster on a dedicated CPU) or auto (passive when the machine is busy at launch) [default: auto, or $OMP_WAIT_POLICY]", type=click.Choice(["auto", "passive", "active"])),
     click.Option(["--threads"], help="CPU threads of each training process [default: the cores it may use / processes on this machine]", type=click.IntRange(min=1), metavar="INT"),
-    click.Option(["--workers"], help="Override number of DataLoader workers [default: min(3, cores - 1)]", type=int, metavar="INT"),
+    click.Option(["--workers"], help="Override number of DataLoader workers [default: min(3, cores - 1) on CUDA, 0 (the training process) elsewhere]", type=int, metavar="INT"),
     # Logging.
     click.Option(["--tensorboard"], help="Write TensorBoard events when tensorboard is installed [default: true]", type=bool, metavar="BOOL"),
     click.Option(["--wandb"], help="Log to Weights & Biases", is_flag=True),

@@ -50,7 +50,8 @@ def build_trainer(data, plugins, cfg, device, batch, overrides):
     plugin_kwargs = make_plugin_kwargs([find_plugin(name) for name in names], options)
     cond = "selfcond" not in names  # selfcond makes its own labels and refuses --cond=1.
     opts = dnnlib.EasyDict(outdir="/tmp", data=data, cond=cond, cfg=cfg, metrics="none", workers=0, snap=10 ** 6,
-                           tensorboard=False, device=device, batch=batch, plugin_kwargs=plugin_kwargs, **overrides)
+                           tensorboard=False, device=device, batch=batch, plugin_kwargs=plugin_kwargs)
+    opts.update(overrides)  # e.g. workers=1 against the CPU default 0.
     c, _desc = build_config(opts, PluginHost.from_config(plugin_kwargs))
     c.run_dir = tempfile.mkdtemp(prefix="bench-")
     c.max_iterations = None

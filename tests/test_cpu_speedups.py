@@ -44,6 +44,21 @@ def test_cuda_keeps_nvidia_defaults(tiny_digits, monkeypatch):
     assert s["g_fp16_cl"] is True and s["d_fp16_cl"] is True and s["g_cl"] is None  # NVIDIA's --nhwc meaning.
 
 
+def test_data_is_loaded_in_the_training_process_off_cuda(tiny_digits, monkeypatch):
+    """Off CUDA no DataLoader worker (it takes a core from the compute threads); on CUDA NVIDIA's workers; --workers wins."""
+    from training import training_config
+
+    def workers(**opts):
+        c = config_for(tiny_digits, **opts)
+        return c.data_loader_kwargs.num_workers
+
+    monkeypatch.setattr(training_config, "available_cpus", lambda: 8)
+    assert workers(device="cpu", workers=None) == 0
+    assert workers(device="cpu", workers=2) == 2
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert workers(device="auto", workers=None) == 3
+
+
 def test_channels_last_blocks_compute_in_channels_last(tiny_digits):
     from training.networks import Discriminator, Generator
 

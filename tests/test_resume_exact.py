@@ -89,7 +89,7 @@ def test_two_processes_ada_resume_from_tick0_and_later_pair_is_bit_exact(tmp_pat
 # ----------------------------------------------------------------------------- every built-in plugin
 
 
-@pytest.mark.parametrize("plugin", ["noisytwins", "utlo", "transitional", "selfcond", "vision_aided"])
+@pytest.mark.parametrize("plugin", ["noisytwins", "utlo", "transitional", "selfcond", "vision_aided", "dsgan"])
 def test_every_plugin_resumes_exactly_from_mid_run_checkpoints(tmp_path, tiny_digits, plugin):
     """ADA on, the plugin's own state (noise generators, clusters, heads and their optimisers and ADA, ramps)
     carried across the tick-0 pair and a later one."""

@@ -57,10 +57,8 @@ def available_cpus():
 
 
 def default_num_workers():
-    """NVIDIA's 3 DataLoader workers, but leave one core to the training process itself.
-
-    On a 2-core laptop or CI machine that is 1 worker (3 would oversubscribe the cores, and
-    PyTorch warns about it); on a 1-core machine the main process loads the data.
+    """On CUDA: NVIDIA's 3 DataLoader workers, but leave one core to the training process itself
+    (3 would oversubscribe a 2-core machine, and PyTorch warns about it). Off CUDA see apply_performance.
     """
     return max(0, min(3, available_cpus() - 1))
 
@@ -329,6 +327,9 @@ def apply_performance(c, opts):
         on_cpu = str(_default(opts, "device", "auto")) != "mps"
         channels_last = bool(_default(opts, "nhwc", on_cpu))
         c.G_kwargs.synthesis_kwargs.channels_last = c.D_kwargs.block_kwargs.channels_last = channels_last
+        # Off CUDA the data is loaded in the training process: a worker process takes a core from the compute
+        # threads that it cannot repay (x0.95 s/kimg at 16 px on 2 cores: bench/train_speed.py --res=16 --variants="workers=0;workers=1" --rounds=3).
+        c.data_loader_kwargs.num_workers = 0
     if _default(opts, "nobench", False):
         c.cudnn_benchmark = False
     if _default(opts, "allow_tf32", False):
