@@ -238,6 +238,11 @@ CORE_OPTIONS = [
     click.Option(["--kimg"], help="Override training duration (total kimg of the run, also when resuming)", type=float, metavar="KIMG"),
     click.Option(["--batch"], help="Override batch size", type=int, metavar="INT"),
     click.Option(["--batch-gpu"], help="Samples per GPU per step (gradient accumulation) [default: batch/gpus]", type=int, metavar="INT"),
+    click.Option(["--cbase"], help="Override the capacity: channels at resolution r are min(cbase / r, cmax) [default: the preset's]", type=click.IntRange(min=1), metavar="INT"),
+    click.Option(["--cmax"], help="Override the most channels of any layer [default: the preset's]", type=click.IntRange(min=1), metavar="INT"),
+    click.Option(["--glr"], help="Override G's learning rate [default: the preset's]", type=click.FloatRange(min=0, min_open=True), metavar="FLOAT"),
+    click.Option(["--dlr"], help="Override D's learning rate [default: the preset's]", type=click.FloatRange(min=0, min_open=True), metavar="FLOAT"),
+    click.Option(["--map-lr"], help="Learning-rate multiplier of the mapping networks (G's, and D's label embedding) [default: 0.01, NVIDIA's]", type=click.FloatRange(min=0, min_open=True), metavar="FLOAT"),
     click.Option(["--fake-labels"], help="Labels of generated images [default: dataset]", type=click.Choice(["dataset", "uniform"])),
     click.Option(["--tick"], help="Progress print / snapshot tick length in kimg [default: the preset's, 1 for tiny and tiny512, 4 for the others]", type=float, metavar="KIMG"),
     # Discriminator augmentation.
@@ -251,6 +256,7 @@ CORE_OPTIONS = [
     click.Option(["--freezed"], help="Freeze-D [default: 0 layers]", type=click.IntRange(min=0), metavar="INT"),
     # Performance options.
     click.Option(["--fp32"], help="Disable mixed-precision training (float16 layers and their conv_clamp) [default: true off CUDA, false on CUDA]", type=bool, metavar="BOOL"),
+    click.Option(["--fused-adam"], help="Use Adam's fused kernel (the same update, fewer ops) [default: true on the CPU, false on CUDA and MPS]", type=bool, metavar="BOOL"),
     click.Option(["--nhwc"], help="Use NHWC memory format: with FP16 on CUDA (NVIDIA's meaning); in every block on the CPU [default: false on CUDA and MPS, true on the CPU]", type=bool, metavar="BOOL"),
     click.Option(["--nobench"], help="Disable cuDNN benchmarking", type=bool, metavar="BOOL"),
     click.Option(["--allow-tf32"], help="Allow PyTorch to use TF32 internally", type=bool, metavar="BOOL"),

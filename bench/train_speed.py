@@ -82,6 +82,7 @@ def measure(data, plugins, iterations, warmup, cfg, device, batch, overrides, ro
     result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     if roofline:
         result["flops"] = phase_flops(trainer, iterations=16)
+        result["conv_floor"] = conv_floor(trainer, iterations=16)
     if profile:
         result["profile"] = top_ops(trainer, iterations=8)
     return result
@@ -154,6 +155,64 @@ def phase_flops(trainer, iterations):
     finally:
         loop.accumulate_gradients = original
     return {name: total / iterations for name, total in per_phase.items()}
+
+
+def conv_floor(trainer, iterations, repeats=5):
+    """Seconds per iteration that the step's convolutions (forward and backward) take alone: every convolution the
+    step dispatches, recorded with its shapes, strides and flags, then replayed in isolation (best of `repeats`).
+
+    A floor for any implementation of this step on these kernels (oneDNN via PyTorch): the elementwise ops, Python
+    and allocation between them only add to it.
+    """
+    import collections
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    aten = torch.ops.aten
+    wanted = (aten.convolution.default, aten.convolution_backward.default)
+
+    def signature(value):
+        if isinstance(value, torch.Tensor):
+            return ("T", tuple(value.shape), tuple(value.stride()), str(value.dtype))
+        if isinstance(value, (list, tuple)):
+            return tuple(signature(v) for v in value)
+        return value
+
+    calls = collections.Counter()
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in wanted:
+                calls[(func, signature(args))] += 1
+            return func(*args, **(kwargs or {}))
+
+    with Recorder():
+        for _ in range(iterations):
+            trainer.train_step()
+
+    def materialise(sig):
+        if isinstance(sig, tuple) and len(sig) == 4 and sig[0] == "T":
+            _, shape, stride, dtype = sig
+            extent = 1 + sum((n - 1) * st for n, st in zip(shape, stride))  # Strides may be 0 (expanded grads).
+            base = torch.randn(extent if all(shape) else 0, dtype=getattr(torch, dtype.split(".")[-1]))
+            return base.as_strided(shape, stride)
+        if isinstance(sig, tuple):
+            return [materialise(v) for v in sig]
+        return sig
+
+    total = 0.0
+    for (func, sig), count in calls.items():
+        args = materialise(sig)
+        func(*args)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            func(*args)
+            best = min(best, time.perf_counter() - start)
+        total += best * count
+    return dict(seconds_per_iter=total / iterations, calls_per_iter=sum(calls.values()) / iterations,
+                distinct=len(calls))
 
 
 def top_ops(trainer, iterations, rows=15):
@@ -275,6 +334,12 @@ def print_roofline(r, peaks):
           + ", ".join(f"{name} {value / 1e9:.2f}" for name, value in flops.items()))
     achieved = total / r["sec_per_iter"] / 1e9
     print(f"  achieved {achieved:.1f} GFLOP/s over the whole step")
+    floor = r.get("conv_floor")
+    if floor:
+        print(f"  its convolutions alone ({floor['calls_per_iter']:.0f} calls/iter, each replayed in isolation at its "
+              f"shapes, best of 5): {floor['seconds_per_iter']:.3f} s/iter "
+              f"({floor['seconds_per_iter'] / r['batch'] * 1000:.1f} s/kimg, {100 * floor['seconds_per_iter'] / r['sec_per_iter']:.0f}% "
+              f"of the step; {total / floor['seconds_per_iter'] / 1e9:.1f} GFLOP/s if the FLOPs were all theirs)")
     for name, value in peaks.items():
         if isinstance(value, str):
             print(f"  peak {name}: {value}")

@@ -1,5 +1,5 @@
-"""The CPU speed-ups (float32 networks without conv_clamp, channels-last blocks): defaults chosen by device and
-recorded, flags honoured, and training with them the same as without, within float rounding. And the presets
+"""The CPU speed-ups (float32 networks without conv_clamp, channels-last blocks, Adam's fused kernel, multi-tensor
+EMA): defaults chosen by device and recorded, flags honoured, and training with them the same as without, within float rounding. And the presets
 that give the methods' published network sizes."""
 
 import numpy as np
@@ -34,6 +34,58 @@ def test_flags_turn_each_speed_up_off(tiny_digits):
     s = network_speed_settings(config_for(tiny_digits, device="cpu", fp32=False, nhwc=False))
     assert (s["g_fp16"], s["g_clamp"], s["d_fp16"], s["d_clamp"]) == (4, 256, 4, 256)  # The preset's, as NVIDIA's.
     assert s["g_cl"] is False and s["d_cl"] is False
+
+
+def test_fused_adam_is_the_cpu_default_recorded_and_can_be_turned_off(tiny_digits, monkeypatch):
+    def fused(**opts):
+        c = config_for(tiny_digits, **opts)
+        assert c.G_opt_kwargs.get("fused") == c.D_opt_kwargs.get("fused")
+        return c.G_opt_kwargs.get("fused")
+
+    assert fused(device="cpu") is True
+    assert fused(device="cpu", fused_adam=False) is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert fused(device="auto") is None  # NVIDIA's Adam on CUDA unless asked.
+    assert fused(device="auto", fused_adam=True) is True
+
+
+def test_network_size_and_learning_rate_options_are_applied_and_recorded(tiny_digits):
+    """--cbase/--cmax (StyleGAN3's names) size G and D alike; --glr/--dlr/--map-lr set what they name."""
+    opts = dict(device="cpu", cbase=1024, cmax=48, glr=0.004, dlr=0.003, map_lr=0.1)
+    c = config_for(tiny_digits, **opts)
+    g = c.G_kwargs.synthesis_kwargs
+    assert (g.channel_base, g.channel_max, c.D_kwargs.channel_base, c.D_kwargs.channel_max) == (1024, 48, 1024, 48)
+    assert (c.G_opt_kwargs.lr, c.D_opt_kwargs.lr) == (0.004, 0.003)
+    assert c.G_kwargs.mapping_kwargs.lr_multiplier == c.D_kwargs.mapping_kwargs.lr_multiplier == 0.1
+    plain = config_for(tiny_digits, device="cpu")
+    assert "lr_multiplier" not in plain.G_kwargs.mapping_kwargs  # NVIDIA's 0.01 from the network's default.
+    from training.networks import Discriminator, Generator
+
+    G = Generator(c_dim=10, img_resolution=16, img_channels=1, **{k: v for k, v in c.G_kwargs.items() if k != "class_name"})
+    D = Discriminator(c_dim=10, img_resolution=16, img_channels=1, **{k: v for k, v in c.D_kwargs.items() if k != "class_name"})
+    assert max(b.conv1.weight.shape[0] for b in G.synthesis.children() if hasattr(b, "conv1")) == 48
+    for fc in (G.mapping.fc0, D.mapping.fc0):
+        assert fc.bias_gain == 0.1 and np.isclose(fc.weight_gain, 0.1 / np.sqrt(fc.weight.shape[1]))
+
+
+def test_ema_and_gradient_cleanup_match_the_per_tensor_formulas(tiny_digits, tmp_path):
+    """The multi-tensor EMA is NVIDIA's p.lerp(p_ema, beta) bit for bit; non-finite gradients are still replaced."""
+    trainer = run_tiny_training(str(tmp_path / "run"), tiny_digits, iterations=2)
+    before = [p.detach().clone() for p in trainer.G_ema.parameters()]
+    with torch.no_grad():
+        for p in trainer.G.parameters():
+            p.add_(0.01)
+    expected_beta = 0.5 ** (trainer.batch_size / max(min(trainer.c.ema_kimg * 1000, trainer.cur_nimg * trainer.c.ema_rampup), 1e-8))
+    trainer.update_ema()
+    for b, p, p_ema in zip(before, trainer.G.parameters(), trainer.G_ema.parameters()):
+        assert torch.equal(p_ema, p.detach().lerp(b, expected_beta))
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))], lr=1.0)
+    grads = [torch.tensor([1.0, float("nan"), float("inf")]), torch.tensor([-float("inf"), 2.0])]
+    for p, g in zip(opt.param_groups[0]["params"], grads):
+        p.grad = g.clone()
+    trainer.step_optimizer(opt)
+    assert [p.tolist() for p in opt.param_groups[0]["params"]] == [[-1.0, 0.0, -1e5], [1e5, -2.0]]
 
 
 def test_cuda_keeps_nvidia_defaults(tiny_digits, monkeypatch):
@@ -75,14 +127,16 @@ def test_channels_last_blocks_compute_in_channels_last(tiny_digits):
 
 
 def speedup_kwargs(tiny_digits, on):
-    """tiny_config's network dicts with the CPU speed-ups on (float32 without clamp, channels-last) or off."""
+    """tiny_config's network and optimiser dicts with the CPU speed-ups on (float32 without clamp, channels-last,
+    fused Adam) or off."""
     from plugins.testing import tiny_config
 
     c = tiny_config(tiny_digits, "unused")
     c.G_kwargs.synthesis_kwargs.update(conv_clamp=None if on else 256, channels_last=on)
     c.D_kwargs.update(conv_clamp=None if on else 256)
     c.D_kwargs.block_kwargs.channels_last = on
-    return dict(G_kwargs=c.G_kwargs, D_kwargs=c.D_kwargs)
+    opt_kwargs = {name: dnnlib.EasyDict(c[name], fused=True) if on else c[name] for name in ("G_opt_kwargs", "D_opt_kwargs")}
+    return dict(G_kwargs=c.G_kwargs, D_kwargs=c.D_kwargs, **opt_kwargs)
 
 
 def test_speedups_train_the_same_networks_within_rounding(tiny_digits, tmp_path):

@@ -197,6 +197,17 @@ def apply_overrides(c, opts, gpus):
     if mbstd is not None and c.batch_gpu % min(mbstd, c.batch_gpu) != 0:
         raise UserError(f"the per-GPU batch ({c.batch_gpu}) must be divisible by the minibatch-stddev group size "
                         f"({mbstd}); change --batch or --batch-gpu")
+    for name, tag, kwargs_list, key in [
+            ("cbase", "cbase", [c.G_kwargs.synthesis_kwargs, c.D_kwargs], "channel_base"),
+            ("cmax", "cmax", [c.G_kwargs.synthesis_kwargs, c.D_kwargs], "channel_max"),
+            ("glr", "glr", [c.G_opt_kwargs], "lr"),
+            ("dlr", "dlr", [c.D_opt_kwargs], "lr"),
+            ("map_lr", "maplr", [c.G_kwargs.mapping_kwargs, c.D_kwargs.mapping_kwargs], "lr_multiplier")]:
+        value = opts.get(name)
+        if value is not None:  # click has checked the range.
+            desc += f"-{tag}{value:g}"
+            for kwargs in kwargs_list:
+                kwargs[key] = value
     tick = opts.get("tick")
     if tick is not None:
         if tick <= 0:
@@ -330,6 +341,11 @@ def apply_performance(c, opts):
         # Off CUDA the data is loaded in the training process: a worker process takes a core from the compute
         # threads that it cannot repay (x0.95 s/kimg at 16 px on 2 cores: bench/train_speed.py --res=16 --variants="workers=0;workers=1" --rounds=3).
         c.data_loader_kwargs.num_workers = 0
+    # Adam's fused kernel: one op per step for all of a network's tensors instead of about ten per tensor, the
+    # same update up to float rounding. Off by default on CUDA (NVIDIA's); on the CPU the default, where a small
+    # network's step is made of small ops (measured in bench/train_speed.py --variants="fused_adam=0;default").
+    if _default(opts, "fused_adam", not on_cuda(opts) and str(_default(opts, "device", "auto")) != "mps"):
+        c.G_opt_kwargs.fused = c.D_opt_kwargs.fused = True
     if _default(opts, "nobench", False):
         c.cudnn_benchmark = False
     if _default(opts, "allow_tf32", False):

@@ -487,9 +487,13 @@ class Trainer:
             if self.num_gpus > 1:
                 torch.distributed.all_reduce(flat)
                 flat /= self.num_gpus
-            misc.nan_to_num(flat, nan=0, posinf=1e5, neginf=-1e5, out=flat)
-            for p, g in zip(params, flat.split([p.numel() for p in params])):
-                p.grad.copy_(g.reshape(p.shape))
+            # On the CPU, one process with finite gradients (nearly every step) has nothing to write back:
+            # skipping the per-tensor copies saves ~80 small ops a step, which a 16 px CPU step is made of.
+            # (On CUDA the finiteness test would cost a synchronisation instead.)
+            if self.num_gpus > 1 or self.device.type != "cpu" or not bool(torch.isfinite(flat).all()):
+                misc.nan_to_num(flat, nan=0, posinf=1e5, neginf=-1e5, out=flat)
+                grads = [g.view_as(p) for p, g in zip(params, flat.split([p.numel() for p in params]))]
+                torch._foreach_copy_([p.grad for p in params], grads)
         opt.step()
 
     def sync_buffers(self):
@@ -511,10 +515,10 @@ class Trainer:
             if self.c.ema_rampup is not None:
                 ema_nimg = min(ema_nimg, self.cur_nimg * self.c.ema_rampup)
             ema_beta = 0.5 ** (self.batch_size / max(ema_nimg, 1e-8))
-            for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
-                p_ema.copy_(p.lerp(p_ema, ema_beta))
-            for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
-                b_ema.copy_(b)
+            # NVIDIA's p_ema = p.lerp(p_ema, beta), bit for bit, as two multi-tensor ops instead of two per tensor.
+            ema_params, params = list(self.G_ema.parameters()), list(self.G.parameters())
+            torch._foreach_copy_(ema_params, torch._foreach_lerp(params, ema_params, ema_beta))
+            torch._foreach_copy_(list(self.G_ema.buffers()), list(self.G.buffers()))
 
     def update_ada(self):
         if self.ada is not None and self.batch_idx % self.c.ada_interval == 0:
