@@ -325,6 +325,7 @@ def on_cuda(opts):
 
 
 def apply_performance(c, opts):
+    on_cpu = not on_cuda(opts) and str(_default(opts, "device", "auto")) != "mps"
     if resolve_fp32(opts):  # Recorded as num_fp16_res=0, conv_clamp=None in G_kwargs/D_kwargs.
         c.G_kwargs.synthesis_kwargs.num_fp16_res = c.D_kwargs.num_fp16_res = 0
         c.G_kwargs.synthesis_kwargs.conv_clamp = c.D_kwargs.conv_clamp = None
@@ -335,7 +336,6 @@ def apply_performance(c, opts):
         # On the CPU every block is channels-last unless --nhwc=0: oneDNN's convolutions (the transposed ones of
         # G's upsampling above all) run faster on NHWC; x0.92 s/kimg for the tiny preset on a 2-core AVX2 CPU
         # (bench/train_speed.py --interleave --variants="default;nhwc=0"). Not measured on MPS: off there.
-        on_cpu = str(_default(opts, "device", "auto")) != "mps"
         channels_last = bool(_default(opts, "nhwc", on_cpu))
         c.G_kwargs.synthesis_kwargs.channels_last = c.D_kwargs.block_kwargs.channels_last = channels_last
         # Off CUDA the data is loaded in the training process: a worker process takes a core from the compute
@@ -343,8 +343,9 @@ def apply_performance(c, opts):
         c.data_loader_kwargs.num_workers = 0
     # Adam's fused kernel: one op per step for all of a network's tensors instead of about ten per tensor, the
     # same update up to float rounding. Off by default on CUDA (NVIDIA's); on the CPU the default, where a small
-    # network's step is made of small ops (measured in bench/train_speed.py --variants="fused_adam=0;default").
-    if _default(opts, "fused_adam", not on_cuda(opts) and str(_default(opts, "device", "auto")) != "mps"):
+    # network's step is made of small ops (x0.97 s/kimg at 16 px: bench/train_speed.py --res=16 --interleave
+    # --variants="fused_adam=0;default").
+    if _default(opts, "fused_adam", on_cpu):
         c.G_opt_kwargs.fused = c.D_opt_kwargs.fused = True
     if _default(opts, "nobench", False):
         c.cudnn_benchmark = False
