@@ -197,15 +197,15 @@ def apply_overrides(c, opts, gpus):
     if mbstd is not None and c.batch_gpu % min(mbstd, c.batch_gpu) != 0:
         raise UserError(f"the per-GPU batch ({c.batch_gpu}) must be divisible by the minibatch-stddev group size "
                         f"({mbstd}); change --batch or --batch-gpu")
-    for name, tag, kwargs_list, key in [
-            ("cbase", "cbase", [c.G_kwargs.synthesis_kwargs, c.D_kwargs], "channel_base"),
-            ("cmax", "cmax", [c.G_kwargs.synthesis_kwargs, c.D_kwargs], "channel_max"),
-            ("glr", "glr", [c.G_opt_kwargs], "lr"),
-            ("dlr", "dlr", [c.D_opt_kwargs], "lr"),
-            ("map_lr", "maplr", [c.G_kwargs.mapping_kwargs, c.D_kwargs.mapping_kwargs], "lr_multiplier")]:
+    for name, kwargs_list, key in [
+            ("cbase", [c.G_kwargs.synthesis_kwargs, c.D_kwargs], "channel_base"),
+            ("cmax", [c.G_kwargs.synthesis_kwargs, c.D_kwargs], "channel_max"),
+            ("glr", [c.G_opt_kwargs], "lr"),
+            ("dlr", [c.D_opt_kwargs], "lr"),
+            ("map_lr", [c.G_kwargs.mapping_kwargs, c.D_kwargs.mapping_kwargs], "lr_multiplier")]:
         value = opts.get(name)
         if value is not None:  # click has checked the range.
-            desc += f"-{tag}{value:g}"
+            desc += f"-{name.replace('_', '')}{value:g}"
             for kwargs in kwargs_list:
                 kwargs[key] = value
     tick = opts.get("tick")

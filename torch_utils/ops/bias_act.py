@@ -146,17 +146,17 @@ def _bias_act_ref(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=N
     """Plain PyTorch version of bias_act(); differentiable to any order."""
     params = _resolve_params(act, alpha, gain, clamp)
     dim = _check_inputs(x, b, dim)
-    if b is not None and params.gain > 0 and params.gain != 1 and act in _POSITIVELY_HOMOGENEOUS:
+    gain = params.gain
+    if b is not None and gain > 0 and gain != 1 and act in _POSITIVELY_HOMOGENEOUS:
         # gain * act(x + b) = act(gain * x + gain * b) for gain > 0: one pass over x fewer, equal up to float
         # rounding (x0.98 s/kimg for the tiny preset's 16 px CPU step, which is mostly small elementwise ops).
-        x = torch.add(_broadcast_bias(b, x, dim) * params.gain, x, alpha=params.gain)
-        x = activation_funcs[act].func(x, alpha=params.alpha)
-    else:
-        if b is not None:
-            x = x + _broadcast_bias(b, x, dim)
-        x = activation_funcs[act].func(x, alpha=params.alpha)
-        if params.gain != 1:
-            x = x * params.gain
+        x = torch.add(_broadcast_bias(b, x, dim) * gain, x, alpha=gain)
+        gain = 1
+    elif b is not None:
+        x = x + _broadcast_bias(b, x, dim)
+    x = activation_funcs[act].func(x, alpha=params.alpha)
+    if gain != 1:
+        x = x * gain
     if params.clamp >= 0:
         x = x.clamp(-params.clamp, params.clamp)
     return x
